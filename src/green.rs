@@ -1,0 +1,491 @@
+//! A green thread: its control block, identity, entry, suspend/resume and waker.
+//!
+//! This module owns the unsafe core of a green thread's life. It must never decide
+//! *when* a green thread runs (that is the scheduler's job, in `runtime/`), and it must
+//! never let a green thread run on a thread other than its home (design.md, section 2).
+//!
+//! # Life of a green thread
+//! 1. `spawn` builds a [`GreenThread`] in state SCHEDULED holding its type-erased entry
+//!    closure, and queues it. No stack yet: it is stealable by any worker.
+//! 2. A worker pops it, moves it to RUNNING and, at first run, maps (or reuses) a stack,
+//!    records itself as the green thread's [`Home`] and calls [`resume`]. From now on
+//!    only that worker may resume it.
+//! 3. The green thread runs until it calls [`suspend`] (yield, park) or finishes; either
+//!    way it switches back to the worker, which applies the state transition (see
+//!    `state.rs`) on its own stack, never on the green thread's.
+//! 4. A wake ([`wake`]) that finds it idle marks it SCHEDULED and hands it to its home,
+//!    which queues it on that worker (an inbox push and unpark from other threads).
+//! 5. When the entry returns, the worker marks it COMPLETE and takes its stack back.
+//!
+//! Cancellation sets CANCELLED and wakes it: at its next suspension point it unwinds
+//! with the payload [`Cancelled`], so the destructors on its stack run before the stack
+//! is freed. A green thread that never finishes keeps its stack forever (leaked, never
+//! unmapped): code on a suspended stack may have lent pointers into it.
+
+use crate::arch::{self, StackPointer};
+use crate::stack::{Reservation, Stack};
+use crate::state::State;
+use std::cell::{Cell, UnsafeCell};
+use std::fmt;
+use std::io;
+use std::num::NonZeroU64;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{RawWaker, RawWakerVTable, Waker};
+
+/// The payload of a green thread or task that was cancelled (by
+/// [`JoinHandle::abort`](crate::JoinHandle::abort) or by dropping its runtime).
+///
+/// A cancelled green thread unwinds from its suspension point with this payload, so its
+/// destructors run; `join()` then returns `Err` holding it. Code that catches unwinds
+/// should let it through:
+///
+/// ```
+/// use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+///
+/// let outcome = catch_unwind(AssertUnwindSafe(|| {
+///     // ... green-blocking work that may be cancelled ...
+/// }));
+/// if let Err(payload) = outcome {
+///     if payload.is::<greenrt::Cancelled>() {
+///         resume_unwind(payload); // let the cancellation finish the green thread
+///     }
+///     // handle a real panic here
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("green thread or task was cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// A green thread's or task's identifier: unique for the life of the process.
+///
+/// ```
+/// # greenrt::runtime::Runtime::new().unwrap().run(|| {
+/// let a = greenrt::spawn(|| ());
+/// let b = greenrt::spawn(|| ());
+/// assert_ne!(a.green().id(), b.green().id());
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GreenId(NonZeroU64);
+
+impl GreenId {
+    pub(crate) fn next() -> GreenId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        GreenId(NonZeroU64::new(id).expect("GreenId counter wrapped"))
+    }
+
+    /// The id as a number, e.g. for logs and metrics.
+    pub fn as_u64(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for GreenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The identity of a green thread (or future task): its id and optional name.
+///
+/// Obtained from [`greenrt::current`](crate::current) inside a green thread, or from
+/// [`JoinHandle::green`](crate::JoinHandle::green).
+///
+/// ```
+/// # greenrt::runtime::Runtime::new().unwrap().run(|| {
+/// let handle = greenrt::Builder::new()
+///     .name("worker-1".to_string())
+///     .spawn(|| greenrt::current().unwrap().name().map(str::to_owned))
+///     .unwrap();
+/// assert_eq!(handle.green().name(), Some("worker-1"));
+/// assert_eq!(handle.join().unwrap().as_deref(), Some("worker-1"));
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct Green {
+    id: GreenId,
+    name: Option<Arc<str>>,
+}
+
+impl Green {
+    pub(crate) fn new(name: Option<String>) -> Green {
+        Green { id: GreenId::next(), name: name.map(Arc::from) }
+    }
+
+    /// This green thread's unique id.
+    pub fn id(&self) -> GreenId {
+        self.id
+    }
+
+    /// The name given with [`Builder::name`](crate::Builder::name), if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+/// How the entry closure is to be run: the worker decides at first run.
+pub(crate) enum Start {
+    /// Run the user's closure (on the green stack).
+    Run,
+    /// Cancelled before it started: drop the closure, report [`Cancelled`].
+    Cancel,
+    /// No stack could be mapped: drop the closure, report this error.
+    Fail(io::Error),
+}
+
+/// The type-erased body of a green thread: runs (or drops) the user's closure and
+/// delivers the outcome to its JoinHandle. Not `Send`: the host green thread of
+/// `Runtime::run` borrows from its caller's stack and never leaves that thread; spawned
+/// green threads' closures are `Send` by their public bounds.
+pub(crate) type Entry = Box<dyn FnOnce(Start)>;
+
+/// Why a green thread switched back to its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Suspend {
+    /// `yield_now`: requeue at the back.
+    Yield,
+    /// Waiting for a wake (a future returned Pending).
+    Park,
+    /// The entry returned; never resume it again.
+    Complete,
+}
+
+/// Who queues a green thread when it is woken: fixed at its first run.
+pub(crate) enum Home {
+    /// A worker of a runtime, by index.
+    Worker(Arc<crate::runtime::Shared>, usize),
+    /// The thread running `Runtime::run`, which parks until its one green thread is
+    /// scheduled.
+    Host(std::thread::Thread),
+}
+
+/// Fields only the thread that currently runs the green thread may touch: the worker
+/// that popped it (before it has a home), then its home thread.
+struct RunState {
+    entry: Option<Entry>,
+    stack: Option<Stack>,
+    /// The green thread's saved stack pointer while it is not running.
+    sp: StackPointer,
+    /// The resumer's saved stack pointer while the green thread runs.
+    caller_sp: StackPointer,
+    why: Suspend,
+    reservation: Option<Reservation>,
+    /// Index in the home worker's table of live green threads.
+    slot: usize,
+}
+
+/// A green thread's control block, shared by its queues, wakers and JoinHandle.
+pub(crate) struct GreenThread {
+    pub(crate) state: State,
+    pub(crate) identity: Green,
+    pub(crate) stack_size: usize,
+    home: OnceLock<Home>,
+    run: UnsafeCell<RunState>,
+    #[cfg(feature = "tracing")]
+    pub(crate) trace: crate::trace::GreenTrace,
+}
+
+// SAFETY: `state`, `identity`, `stack_size` and `home` are immutable or synchronised.
+// `run` is touched only by the thread that holds the green thread RUNNING: the state
+// machine (state.rs) admits one such holder at a time, and its AcqRel transitions order
+// one holder's writes before the next holder's reads. Before the first run that holder
+// may be any worker; the entry closure moving with it is `Send` for every spawned green
+// thread (public bounds), and the host green thread's non-Send entry never leaves its
+// creating thread. After the first run, only the home thread holds it, so a started
+// green thread and its stack never move between OS threads.
+unsafe impl Send for GreenThread {}
+// SAFETY: as above; shared access from other threads goes through `state` and `home`.
+unsafe impl Sync for GreenThread {}
+
+impl GreenThread {
+    pub(crate) fn new(
+        identity: Green,
+        stack_size: usize,
+        entry: Entry,
+        reservation: Option<Reservation>,
+    ) -> GreenThread {
+        GreenThread {
+            state: State::new_scheduled(),
+            #[cfg(feature = "tracing")]
+            trace: crate::trace::GreenTrace::new(&identity),
+            identity,
+            stack_size,
+            home: OnceLock::new(),
+            run: UnsafeCell::new(RunState {
+                entry: Some(entry),
+                stack: None,
+                sp: ptr::null_mut(),
+                caller_sp: ptr::null_mut(),
+                why: Suspend::Park,
+                reservation,
+                slot: usize::MAX,
+            }),
+        }
+    }
+
+    /// Whether it has a stack (has been started).
+    ///
+    /// # Safety
+    /// The caller holds it RUNNING (see the `Sync` impl).
+    pub(crate) unsafe fn is_started(&self) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { (*self.run.get()).stack.is_some() }
+    }
+
+    /// Runs the entry without a stack, on the caller's stack, for [`Start::Cancel`] and
+    /// [`Start::Fail`]: the closure is dropped and the JoinHandle gets the outcome.
+    ///
+    /// # Safety
+    /// The caller holds it RUNNING and it was never started.
+    pub(crate) unsafe fn finish_unstarted(&self, start: Start) {
+        // SAFETY: forwarded from the caller.
+        let run = unsafe { &mut *self.run.get() };
+        debug_assert!(run.stack.is_none());
+        if let Some(entry) = run.entry.take() {
+            // The closure's destructor and the result's are user code: never let a panic
+            // from them unwind into the scheduler.
+            if catch_unwind(AssertUnwindSafe(|| entry(start))).is_err() {
+                abort_with("a green thread's closure or result panicked while being dropped");
+            }
+        }
+        drop(run.reservation.take());
+    }
+
+    /// Gives a fresh green thread its stack and home, ready for its first [`resume`].
+    ///
+    /// # Safety
+    /// The caller holds `this` RUNNING, it was never started, and the caller's thread is
+    /// `home`'s thread: every later resume must happen there.
+    pub(crate) unsafe fn prepare(this: &Arc<GreenThread>, stack: Stack, home: Home, slot: usize) {
+        // SAFETY: forwarded from the caller.
+        let run = unsafe { &mut *this.run.get() };
+        debug_assert!(run.stack.is_none() && run.entry.is_some());
+        // SAFETY: `top` is the 16-byte-aligned end of a stack of at least 16 KiB that
+        // nothing else uses. The argument is the control block's address, which stays
+        // valid while the green thread runs because its resumer holds an Arc.
+        run.sp = unsafe { arch::init_stack(stack.top(), green_main, Arc::as_ptr(this) as *mut u8) };
+        run.stack = Some(stack);
+        run.slot = slot;
+        if this.home.set(home).is_err() {
+            panic!("greenrt bug: a green thread was given a home twice");
+        }
+    }
+
+    /// After it completed: its stack (to pool or unmap), its slot, and its budget place
+    /// released.
+    ///
+    /// # Safety
+    /// The caller holds it and it has switched out with [`Suspend::Complete`].
+    pub(crate) unsafe fn take_finished(&self) -> (Option<Stack>, usize) {
+        // SAFETY: forwarded from the caller.
+        let run = unsafe { &mut *self.run.get() };
+        drop(run.reservation.take());
+        (run.stack.take(), run.slot)
+    }
+
+    /// Forgets the stack of a green thread that will never finish, so nothing unmaps
+    /// memory its suspended frames may still point into.
+    ///
+    /// # Safety
+    /// The caller is its home thread and will never resume it again.
+    pub(crate) unsafe fn leak(&self) {
+        // SAFETY: forwarded from the caller.
+        let run = unsafe { &mut *self.run.get() };
+        std::mem::forget(run.stack.take());
+        std::mem::forget(run.entry.take());
+    }
+}
+
+impl Drop for GreenThread {
+    fn drop(&mut self) {
+        let run = self.run.get_mut();
+        // A stack still here belongs to a green thread that never finished: leak it
+        // rather than unmap memory its frames may point into (design.md, section 2).
+        std::mem::forget(run.stack.take());
+    }
+}
+
+/// Creates the host green thread of `Runtime::run`: started on its own stack, at home
+/// on the calling thread, already RUNNING.
+pub(crate) fn new_host(entry: Entry, stack: Stack) -> Arc<GreenThread> {
+    let mut green = GreenThread::new(Green::new(None), stack.usable(), entry, None);
+    green.state = State::new_running();
+    let green = Arc::new(green);
+    // SAFETY: it is RUNNING with no other holder, never started, and its home is this
+    // thread, where `Runtime::run` resumes it.
+    unsafe { GreenThread::prepare(&green, stack, Home::Host(std::thread::current()), usize::MAX) };
+    green
+}
+
+// ---------------------------------------------------------------------------------
+// Switching.
+// ---------------------------------------------------------------------------------
+
+thread_local! {
+    /// The green thread running on this OS thread, or null in scheduler / plain code.
+    static CURRENT: Cell<*const GreenThread> = const { Cell::new(ptr::null()) };
+}
+
+/// The green thread running on this thread, if any.
+pub(crate) fn current_ptr() -> *const GreenThread {
+    CURRENT.get()
+}
+
+/// Runs `green` on this thread until it suspends or finishes, and says which.
+///
+/// # Safety
+/// The caller holds `green` RUNNING (it popped it, or is its host), keeps it alive until
+/// this returns, has prepared it, and is on its home thread.
+pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
+    debug_assert!(green.state.load() & crate::state::RUNNING != 0);
+    let run = green.run.get();
+    let outer = CURRENT.replace(green);
+    #[cfg(feature = "tracing")]
+    let slice = crate::trace::Slice::enter(&green.trace);
+    // SAFETY: `sp` is the green thread's saved context (from init_stack or its last
+    // switch out); the caller guarantees it is not running anywhere, that this is its
+    // home thread, and that the control block outlives the call. `caller_sp` is where
+    // the green thread will find our context when it switches back.
+    unsafe { arch::switch(ptr::addr_of_mut!((*run).caller_sp), (*run).sp) };
+    #[cfg(feature = "tracing")]
+    drop(slice);
+    CURRENT.set(outer);
+    // SAFETY: the green thread wrote `why` before switching back; it is suspended now.
+    unsafe { (*run).why }
+}
+
+/// Switches the running green thread back to its resumer; returns when resumed.
+/// Does not check for cancellation: see [`suspend`].
+fn switch_out(green: &GreenThread, why: Suspend) {
+    let run = green.run.get();
+    // SAFETY: we are that green thread, running on its stack, so we are the only
+    // user of `run`; `caller_sp` was stored by the `resume` that is running us and that
+    // context is suspended in `switch` on this same OS thread.
+    unsafe {
+        (*run).why = why;
+        arch::switch(ptr::addr_of_mut!((*run).sp), (*run).caller_sp);
+    }
+}
+
+/// Suspends the current green thread (`why` is Yield or Park). Returns when it is
+/// resumed; unwinds with [`Cancelled`] if it was cancelled meanwhile.
+pub(crate) fn suspend(green: &GreenThread, why: Suspend) {
+    debug_assert!(why != Suspend::Complete);
+    check_cancelled(green);
+    switch_out(green, why);
+    check_cancelled(green);
+}
+
+/// Unwinds with [`Cancelled`] when cancellation was requested, unless already
+/// unwinding (a second unwind would abort).
+pub(crate) fn check_cancelled(green: &GreenThread) {
+    if green.state.is_cancelled() && !std::thread::panicking() {
+        std::panic::resume_unwind(Box::new(Cancelled));
+    }
+}
+
+/// The first Rust frame on every green stack, called by the arch trampoline.
+unsafe extern "sysv64" fn green_main(arg: *mut u8) -> ! {
+    // SAFETY: `arg` is the control block's address given to init_stack by `prepare`;
+    // the resumer holds an Arc to it for as long as we run.
+    let green = unsafe { &*(arg as *const GreenThread) };
+    // SAFETY: we are running, so we hold the RunState (see the Sync impl).
+    let entry = unsafe { (*green.run.get()).entry.take() };
+    if let Some(entry) = entry {
+        // The entry catches the closure's panic itself; what can still escape is a panic
+        // from dropping the result or payload. Unwinding must never reach the trampoline.
+        if catch_unwind(AssertUnwindSafe(move || entry(Start::Run))).is_err() {
+            abort_with("a green thread's result panicked while being dropped");
+        }
+    }
+    switch_out(green, Suspend::Complete);
+    abort_with("greenrt bug: a finished green thread was resumed")
+}
+
+pub(crate) fn abort_with(msg: &str) -> ! {
+    eprintln!("greenrt: fatal: {msg}; aborting");
+    std::process::abort()
+}
+
+// ---------------------------------------------------------------------------------
+// Waking.
+// ---------------------------------------------------------------------------------
+
+/// Wakes a green thread: queues it on its home when it was idle.
+pub(crate) fn wake(green: Arc<GreenThread>) {
+    if green.state.wake() == crate::state::Wake::Schedule {
+        schedule_woken(green);
+    }
+}
+
+/// Requests cancellation (see [`Cancelled`]).
+pub(crate) fn cancel(green: &Arc<GreenThread>) {
+    if green.state.cancel() == crate::state::Wake::Schedule {
+        schedule_woken(green.clone());
+    }
+}
+
+/// Queues a green thread that this caller moved from idle to SCHEDULED.
+fn schedule_woken(green: Arc<GreenThread>) {
+    #[cfg(feature = "tracing")]
+    crate::trace::sched_event("wake", green.identity.id());
+    // An idle green thread has run, so its home is set (prepare happened before its
+    // first switch out, and the state transition orders that write before our read).
+    match green.home.get() {
+        Some(Home::Worker(shared, index)) => {
+            let shared = shared.clone();
+            shared.schedule_started(*index, green);
+        }
+        Some(Home::Host(thread)) => thread.unpark(),
+        None => unreachable!("greenrt bug: an idle green thread has no home"),
+    }
+}
+
+static VTABLE: RawWakerVTable = RawWakerVTable::new(clone_raw, wake_raw, wake_by_ref_raw, drop_raw);
+
+unsafe fn clone_raw(ptr: *const ()) -> RawWaker {
+    // SAFETY: every RawWaker with this vtable holds a pointer from Arc::into_raw or is
+    // a borrowed one whose Arc outlives it (waker_ref); either way the count is >= 1.
+    unsafe { Arc::increment_strong_count(ptr as *const GreenThread) };
+    RawWaker::new(ptr, &VTABLE)
+}
+
+unsafe fn wake_raw(ptr: *const ()) {
+    // SAFETY: an owned waker: this consumes the count clone_raw added.
+    wake(unsafe { Arc::from_raw(ptr as *const GreenThread) });
+}
+
+unsafe fn wake_by_ref_raw(ptr: *const ()) {
+    // SAFETY: the count is >= 1 while the waker exists; we add one for the clone.
+    unsafe { Arc::increment_strong_count(ptr as *const GreenThread) };
+    // SAFETY: consumes the count just added.
+    wake(unsafe { Arc::from_raw(ptr as *const GreenThread) });
+}
+
+unsafe fn drop_raw(ptr: *const ()) {
+    // SAFETY: an owned waker gives back the count clone_raw added.
+    drop(unsafe { Arc::from_raw(ptr as *const GreenThread) });
+}
+
+/// A waker for the current green thread, borrowed: it adds no reference count until
+/// cloned. `ManuallyDrop` because dropping it must not give back a count it never took.
+///
+/// # Safety
+/// `green` points into an `Arc<GreenThread>` that outlives the returned waker.
+pub(crate) unsafe fn waker_ref(green: &GreenThread) -> std::mem::ManuallyDrop<Waker> {
+    let raw = RawWaker::new(green as *const GreenThread as *const (), &VTABLE);
+    // SAFETY: the vtable functions uphold the RawWaker contract for Arc<GreenThread>
+    // pointers, and the caller guarantees the Arc outlives the waker.
+    std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
+}

@@ -1,0 +1,112 @@
+//! `runtime::Builder`: validated settings for a new runtime.
+
+use super::{Config, Runtime};
+use crate::stack;
+use std::io;
+
+/// Configures and starts a [`Runtime`].
+///
+/// Invalid settings are reported by [`build`](Builder::build) as an
+/// `io::ErrorKind::InvalidInput` error that names the setting and its allowed range.
+///
+/// ```
+/// use greenrt::runtime::Builder;
+///
+/// let rt = Builder::new()
+///     .worker_threads(2)
+///     .stack_size(64 * 1024)
+///     .thread_name("my-worker")
+///     .build()?;
+/// assert_eq!(rt.run(|| greenrt::spawn(|| 7).join().unwrap()), 7);
+///
+/// let err = Builder::new().worker_threads(0).build().unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    worker_threads: Option<usize>,
+    stack_size: usize,
+    thread_name: String,
+    max_green_threads: Option<usize>,
+}
+
+/// The most worker threads a runtime accepts.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// Default settings: one worker per available CPU, 256 KiB green stacks, workers
+    /// named `greenrt-worker-N`.
+    pub fn new() -> Builder {
+        Builder {
+            worker_threads: None,
+            stack_size: stack::DEFAULT_STACK_SIZE,
+            thread_name: "greenrt-worker".to_string(),
+            max_green_threads: None,
+        }
+    }
+
+    /// Number of worker threads, 1 to 1024. Default: the available parallelism.
+    pub fn worker_threads(&mut self, n: usize) -> &mut Builder {
+        self.worker_threads = Some(n);
+        self
+    }
+
+    /// Default usable stack size of green threads, in bytes: 16 KiB to 1 GiB, rounded
+    /// up to whole pages; a guard page comes on top. Default 256 KiB. Stacks are
+    /// virtual: a green thread costs only the pages it touches.
+    pub fn stack_size(&mut self, bytes: usize) -> &mut Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Name prefix of the worker threads (`<name>-<index>`).
+    pub fn thread_name(&mut self, name: impl Into<String>) -> &mut Builder {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// At most this many unfinished green threads in this runtime (at least 1); beyond
+    /// it, [`greenrt::Builder::spawn`](crate::Builder::spawn) returns an error. Default:
+    /// only the process-wide limit derived from `vm.max_map_count`.
+    pub fn max_green_threads(&mut self, n: usize) -> &mut Builder {
+        self.max_green_threads = Some(n);
+        self
+    }
+
+    /// Validates the settings and starts the workers.
+    pub fn build(&mut self) -> io::Result<Runtime> {
+        let worker_threads = match self.worker_threads {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "worker_threads({worker_threads}) is out of range: a runtime needs between \
+                     1 and {MAX_WORKER_THREADS} worker threads"
+                ),
+            ));
+        }
+        let stack_size = stack::validate_stack_size(self.stack_size, "stack_size")?;
+        if self.max_green_threads == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "max_green_threads(0) is out of range: it must be at least 1",
+            ));
+        }
+        Runtime::start(Config {
+            worker_threads,
+            stack_size,
+            thread_name: self.thread_name.clone(),
+            max_green_threads: self.max_green_threads,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! What the current OS thread is to greenrt: a worker, a host (inside `Runtime::run` or
+//! `Runtime::block_on`), or a plain thread; and whether a future task is being polled.
+//!
+//! This module owns the thread-locals that answer those questions. They hold raw
+//! pointers to state that lives on the worker's or host's own stack frame for as long
+//! as the pointer is set ([`enter`] restores the previous value when that frame ends),
+//! and they are only ever read on the thread that set them: a green thread never
+//! migrates, so green code reading them sees its home thread's values.
+
+use super::worker::Core;
+use super::{Handle, Shared};
+use crate::time::Timers;
+use std::cell::{Cell, RefCell};
+use std::ptr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-thread state of a thread that runs greenrt work.
+pub(crate) struct Local {
+    pub(crate) handle: Handle,
+    pub(crate) timers: RefCell<Timers>,
+    /// Present on worker threads only.
+    pub(crate) worker: Option<Core>,
+}
+
+impl Local {
+    pub(crate) fn host(handle: Handle) -> Local {
+        Local { handle, timers: RefCell::default(), worker: None }
+    }
+
+    /// This thread's worker core, if it is a worker of `shared`'s runtime.
+    pub(crate) fn worker_of(&self, shared: &Arc<Shared>) -> Option<&Core> {
+        self.worker.as_ref().filter(|_| Arc::ptr_eq(&self.handle.shared, shared))
+    }
+}
+
+thread_local! {
+    static LOCAL: Cell<*const Local> = const { Cell::new(ptr::null()) };
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Restores the previous thread-local value when dropped.
+pub(crate) struct EnterGuard {
+    previous: *const Local,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        LOCAL.set(self.previous);
+    }
+}
+
+/// Makes `local` this thread's runtime state until the guard drops. The guard must be
+/// dropped before `local`; callers keep both in the same frame.
+pub(crate) fn enter(local: &Local) -> EnterGuard {
+    EnterGuard { previous: LOCAL.replace(local) }
+}
+
+/// Runs `f` with this thread's runtime state, if it has one.
+pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    let local = LOCAL.get();
+    if local.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null LOCAL points to a `Local` whose frame outlives the EnterGuard
+    // that set it (see `enter`), and we are on the thread that set it.
+    Some(f(unsafe { &*local }))
+}
+
+/// Runs `f` with this thread's timer heap, if it is a runtime thread.
+pub(crate) fn with_timers<R>(f: impl FnOnce(&RefCell<Timers>) -> R) -> Option<R> {
+    with_local(|local| f(&local.timers))
+}
+
+/// The runtime this thread belongs to, if any.
+pub(crate) fn current_handle() -> Option<Handle> {
+    with_local(|local| local.handle.clone())
+}
+
+/// Whether this thread is a worker of, or hosts, any greenrt runtime, or is running a
+/// green thread.
+pub(crate) fn in_runtime_thread() -> bool {
+    !LOCAL.get().is_null() || !crate::green::current_ptr().is_null()
+}
+
+/// Whether this thread is a worker of `shared`'s runtime.
+pub(crate) fn is_worker_of(shared: &Arc<Shared>) -> bool {
+    with_local(|local| local.worker_of(shared).is_some()).unwrap_or(false)
+}
+
+/// Marks "a future task is being polled" until dropped.
+pub(crate) struct TaskGuard(bool);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        IN_TASK.set(self.0);
+    }
+}
+
+pub(crate) fn enter_task() -> TaskGuard {
+    TaskGuard(IN_TASK.replace(true))
+}
+
+pub(crate) fn in_task() -> bool {
+    IN_TASK.get()
+}
+
+/// Parks the current thread until unparked. A runtime thread fires its due timers first
+/// and parks no longer than its next deadline, so sleeps it owns keep completing.
+pub(crate) fn park_current_thread() {
+    let deadline = with_timers(|timers| {
+        crate::time::fire_due(timers);
+        timers.borrow_mut().next_deadline()
+    })
+    .flatten();
+    match deadline {
+        Some(deadline) => {
+            let now = Instant::now();
+            if deadline > now {
+                std::thread::park_timeout(deadline - now);
+            }
+        }
+        None => std::thread::park(),
+    }
+}

@@ -1,0 +1,169 @@
+//! `Handle`: a clonable way to spawn onto a runtime from any thread.
+
+use super::{context, Shared};
+use crate::green::{Cancelled, Green, GreenThread, Start};
+use crate::join::{JoinHandle, Packet, Target};
+use crate::task::{FutureTask, Task};
+use std::future::Future;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// A reference to a runtime, for spawning from anywhere (`Clone + Send + Sync`).
+///
+/// ```
+/// let rt = greenrt::runtime::Runtime::new().unwrap();
+/// let handle = rt.handle().clone();
+/// let from_thread = std::thread::spawn(move || handle.spawn(|| 5).join().unwrap());
+/// assert_eq!(from_thread.join().unwrap(), 5);
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("worker_threads", &self.shared.config.worker_threads)
+            .field("stack_size", &self.shared.config.stack_size)
+            .finish()
+    }
+}
+
+impl Handle {
+    /// The handle of the runtime the current thread is in (a worker, a green thread or
+    /// task, or inside `Runtime::run`/`Runtime::block_on`).
+    ///
+    /// # Panics
+    /// Outside any runtime; use [`Handle::try_current`] to check.
+    pub fn current() -> Handle {
+        super::current_or_panic("Handle::current()")
+    }
+
+    /// The current runtime's handle, or `None` outside any runtime.
+    ///
+    /// ```
+    /// assert!(greenrt::runtime::Handle::try_current().is_none());
+    /// let rt = greenrt::runtime::Runtime::new().unwrap();
+    /// assert!(rt.run(|| greenrt::runtime::Handle::try_current().is_some()));
+    /// ```
+    pub fn try_current() -> Option<Handle> {
+        context::current_handle()
+    }
+
+    /// Spawns a green thread on this runtime. See [`crate::spawn`].
+    ///
+    /// # Panics
+    /// When no more green threads fit (see [`crate::Builder::spawn`], which returns the
+    /// error instead).
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.spawn_green(None, None, f) {
+            Ok(handle) => handle,
+            Err(error) => panic!("greenrt::spawn failed: {error}"),
+        }
+    }
+
+    /// Spawns a future task on this runtime. See [`crate::spawn_async`].
+    pub fn spawn_async<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let packet = Arc::new(Packet::new());
+        if self.shared.is_shutdown() {
+            return cancelled_handle(packet, future);
+        }
+        let task = Arc::new(FutureTask::new(self.shared.clone(), future, packet.clone()));
+        let identity = task.identity.clone();
+        self.shared.tasks.insert(task.clone());
+        self.shared.schedule(Task::Future(task.clone()));
+        JoinHandle::new(packet, Target::Task(task), identity)
+    }
+
+    /// Spawns a green thread with an optional name and stack size (already validated).
+    pub(crate) fn spawn_green<F, T>(
+        &self,
+        name: Option<String>,
+        stack_size: Option<usize>,
+        f: F,
+    ) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let packet = Arc::new(Packet::new());
+        if self.shared.is_shutdown() {
+            return Ok(cancelled_handle(packet, f));
+        }
+        let reservation = reserve_place(&self.shared)?;
+        let identity = Green::new(name);
+        let entry_packet = packet.clone();
+        let entry = Box::new(move |start: Start| {
+            let result = match start {
+                Start::Run => catch_unwind(AssertUnwindSafe(f)),
+                Start::Cancel => Err(dropped_closure_payload(f, Box::new(Cancelled))),
+                Start::Fail(error) => Err(dropped_closure_payload(f, Box::new(error))),
+            };
+            entry_packet.complete(result);
+        });
+        let stack_size = stack_size.unwrap_or(self.shared.config.stack_size);
+        let green = Arc::new(GreenThread::new(identity.clone(), stack_size, entry, Some(reservation)));
+        #[cfg(feature = "tracing")]
+        crate::trace::sched_event("spawn", identity.id());
+        self.shared.schedule(Task::Green(green.clone()));
+        Ok(JoinHandle::new(packet, Target::Green(green), identity))
+    }
+}
+
+/// Drops a closure that will never run; the payload to report is `payload`, unless the
+/// closure's destructor panicked, whose payload then wins (nothing is lost silently).
+fn dropped_closure_payload<F>(f: F, payload: Box<dyn std::any::Any + Send>) -> Box<dyn std::any::Any + Send> {
+    match catch_unwind(AssertUnwindSafe(move || drop(f))) {
+        Ok(()) => payload,
+        Err(drop_panic) => drop_panic,
+    }
+}
+
+/// A handle for work spawned after shutdown began: it never runs.
+fn cancelled_handle<T, W>(packet: Arc<Packet<T>>, work: W) -> JoinHandle<T> {
+    packet.complete(Err(dropped_closure_payload(work, Box::new(Cancelled))));
+    JoinHandle::new(packet, Target::None, Green::new(None))
+}
+
+/// Reserves a live-budget place for a new green thread. When the budget is exhausted
+/// while green threads are still finishing, waits for them (yielding) rather than fail:
+/// spawning a million short green threads in a row must work. It fails only when no
+/// green thread has finished for a while, i.e. the budget is really held.
+fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
+    let cap = shared.config.max_green_threads.map(|cap| (cap, &shared.live_greens));
+    let mut error = match crate::stack::reserve(cap) {
+        Ok(reservation) => return Ok(reservation),
+        Err(error) => error,
+    };
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+    let mut finished = crate::stack::finished_count();
+    let mut progress_at = std::time::Instant::now();
+    while progress_at.elapsed() < PATIENCE {
+        let in_green = !crate::green::current_ptr().is_null() && !std::thread::panicking();
+        if in_green {
+            crate::yield_now();
+        } else {
+            std::thread::yield_now();
+        }
+        match crate::stack::reserve(cap) {
+            Ok(reservation) => return Ok(reservation),
+            Err(e) => error = e,
+        }
+        let now_finished = crate::stack::finished_count();
+        if now_finished != finished {
+            finished = now_finished;
+            progress_at = std::time::Instant::now();
+        }
+    }
+    Err(error)
+}

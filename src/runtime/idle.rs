@@ -1,0 +1,89 @@
+//! Which workers are parked or searching, and waking exactly one when work appears.
+//!
+//! This module owns the protocol that makes wake-ups neither lost nor wasted:
+//! - A worker that runs out of local work becomes *searching* (counted) while it looks
+//!   at the injector and steals. When a searcher finds work and it was the last
+//!   searcher, it wakes another worker, which takes over the search for whatever else
+//!   is queued.
+//! - Pushing work calls [`Idle::notify_one`]: if somebody is already searching, they will
+//!   find it; otherwise one parked worker is woken and counted as searching. Never more
+//!   than one, so no thundering herd.
+//! - A worker about to park first registers as a sleeper, then (after a SeqCst fence)
+//!   checks every queue once more. A pusher does push, fence, then reads the counters.
+//!   Either the pusher sees the sleeper, or the sleeper sees the work: no lost wake-up.
+//!
+//! It never touches queues itself.
+
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+pub(crate) struct Idle {
+    searching: AtomicUsize,
+    sleeping: AtomicUsize,
+    sleepers: Mutex<Vec<usize>>,
+}
+
+impl Idle {
+    pub(crate) fn new(workers: usize) -> Idle {
+        Idle {
+            searching: AtomicUsize::new(0),
+            sleeping: AtomicUsize::new(0),
+            sleepers: Mutex::new(Vec::with_capacity(workers)),
+        }
+    }
+
+    fn sleepers(&self) -> std::sync::MutexGuard<'_, Vec<usize>> {
+        self.sleepers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After new work was pushed: returns the index of a parked worker to unpark, if
+    /// one is needed. The caller unparks it.
+    pub(crate) fn worker_to_notify(&self) -> Option<usize> {
+        fence(Ordering::SeqCst);
+        if self.searching.load(Ordering::SeqCst) != 0 || self.sleeping.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let mut sleepers = self.sleepers();
+        if self.searching.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let index = sleepers.pop()?;
+        self.sleeping.fetch_sub(1, Ordering::SeqCst);
+        // The woken worker starts out searching; it stops like any other searcher.
+        self.searching.fetch_add(1, Ordering::SeqCst);
+        Some(index)
+    }
+
+    pub(crate) fn start_searching(&self) {
+        self.searching.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Returns true when this was the last searcher.
+    pub(crate) fn stop_searching(&self) -> bool {
+        self.searching.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    /// Registers `index` as parked. The caller must re-check all queues afterwards and
+    /// call [`Idle::unregister`] whether or not it actually parked.
+    pub(crate) fn register_sleeper(&self, index: usize) {
+        let mut sleepers = self.sleepers();
+        sleepers.push(index);
+        self.sleeping.fetch_add(1, Ordering::SeqCst);
+        drop(sleepers);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Removes `index` from the sleepers. Returns true when a notifier had already
+    /// removed it, in which case it now counts as searching.
+    pub(crate) fn unregister(&self, index: usize) -> bool {
+        let mut sleepers = self.sleepers();
+        match sleepers.iter().position(|&i| i == index) {
+            Some(pos) => {
+                sleepers.swap_remove(pos);
+                self.sleeping.fetch_sub(1, Ordering::SeqCst);
+                false
+            }
+            None => true,
+        }
+    }
+}

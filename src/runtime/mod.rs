@@ -1,0 +1,381 @@
+//! The runtime: workers, their shared queues, and the ways into it.
+//!
+//! - [`Runtime`] owns the worker threads; dropping it shuts them down.
+//! - [`Builder`] configures and starts one.
+//! - [`Handle`] is a cheap, clonable reference for spawning from anywhere.
+//!
+//! Files, one concept each: `worker.rs` (a worker's queues and loop), `idle.rs`
+//! (parking and waking workers), `host.rs` (`Runtime::run` and `Runtime::block_on` on
+//! the caller's thread), `context.rs` (what the current thread is to greenrt),
+//! `builder.rs`, `handle.rs`.
+
+mod builder;
+pub(crate) mod context;
+mod handle;
+mod host;
+mod idle;
+pub(crate) mod worker;
+
+pub use builder::Builder;
+pub use handle::Handle;
+
+use crate::green::GreenThread;
+use crate::state::{RUNNING, SCHEDULED};
+use crate::task::{FutureTask, Task};
+use crossbeam_deque::Injector;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Settings fixed when the runtime starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) worker_threads: usize,
+    /// Usable bytes per green stack, page-rounded.
+    pub(crate) stack_size: usize,
+    pub(crate) thread_name: String,
+    pub(crate) max_green_threads: Option<usize>,
+}
+
+/// Everything the workers, handles and wakers of one runtime share.
+pub(crate) struct Shared {
+    pub(crate) injector: Injector<Task>,
+    pub(crate) workers: Box<[worker::WorkerShared]>,
+    pub(crate) idle: idle::Idle,
+    shutdown: AtomicBool,
+    pub(crate) config: Config,
+    /// Unfinished green threads, against `config.max_green_threads`.
+    pub(crate) live_greens: Arc<AtomicUsize>,
+    pub(crate) tasks: TaskList,
+}
+
+impl Shared {
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Queues a new or woken task: on this thread's own deque when it is one of our
+    /// workers (cheap, and stealable by idle ones), else on the injector.
+    pub(crate) fn schedule(self: &Arc<Self>, task: Task) {
+        let mut task = Some(task);
+        context::with_local(|local| {
+            if let Some(core) = local.worker_of(self) {
+                core.deque.push(task.take().expect("task"));
+            }
+        });
+        if let Some(task) = task {
+            self.injector.push(task);
+        }
+        self.notify_one();
+        if self.is_shutdown() {
+            // Shutdown may have drained the injector before our push landed.
+            self.drain_injector();
+        }
+    }
+
+    /// Queues a started green thread woken from anywhere on its home worker `index`.
+    pub(crate) fn schedule_started(self: &Arc<Self>, index: usize, green: Arc<GreenThread>) {
+        let mut green = Some(green);
+        context::with_local(|local| {
+            if let Some(core) = local.worker_of(self) {
+                if core.index == index {
+                    core.run_queue.borrow_mut().push_back(green.take().expect("green"));
+                }
+            }
+        });
+        if let Some(green) = green {
+            let worker = &self.workers[index];
+            worker.inbox.push(green);
+            worker.unpark();
+        }
+    }
+
+    /// Wakes one parked worker if nobody is searching for work.
+    pub(crate) fn notify_one(&self) {
+        if let Some(index) = self.idle.worker_to_notify() {
+            self.workers[index].unpark();
+        }
+    }
+
+    fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        for worker in self.workers.iter() {
+            worker.unpark();
+        }
+    }
+
+    /// Cancels whatever sits in the injector (only after shutdown began).
+    pub(crate) fn drain_injector(&self) {
+        while let Some(task) = worker::steal_one(|| self.injector.steal()) {
+            cancel_queued(task);
+        }
+    }
+}
+
+/// Cancels a task taken from a queue during shutdown: it never runs.
+pub(crate) fn cancel_queued(task: Task) {
+    match task {
+        Task::Green(green) => {
+            // Only unstarted green threads sit in deques and the injector; a racing
+            // shutdown claim may have taken it already.
+            if green.state.load() & (SCHEDULED | RUNNING) != SCHEDULED {
+                return;
+            }
+            green.state.start_run();
+            // SAFETY: we hold it RUNNING; queued ones in deques/injector never started.
+            unsafe { green.finish_unstarted(crate::green::Start::Cancel) };
+            green.state.complete();
+        }
+        Task::Future(task) => task.cancel_at_shutdown(),
+    }
+}
+
+/// The live future tasks of a runtime, so shutdown can drop the ones nobody will poll.
+/// Sharded by id to keep spawns on different workers off each other's lock.
+pub(crate) struct TaskList {
+    shards: Box<[Mutex<HashMap<u64, Arc<FutureTask>>>]>,
+}
+
+impl TaskList {
+    fn new() -> TaskList {
+        TaskList { shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<FutureTask>>> {
+        self.shards[id as usize % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn insert(&self, task: Arc<FutureTask>) {
+        let id = task.identity.id().as_u64();
+        self.shard(id).insert(id, task);
+    }
+
+    pub(crate) fn remove(&self, id: crate::GreenId) {
+        let id = id.as_u64();
+        let removed = self.shard(id).remove(&id);
+        drop(removed);
+    }
+
+    fn drain(&self) -> Vec<Arc<FutureTask>> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            all.extend(shard.drain().map(|(_, task)| task));
+        }
+        all
+    }
+}
+
+/// A greenrt runtime: worker threads running green threads and future tasks.
+///
+/// Create one with [`Runtime::new`] or [`Builder`]; enter it with [`Runtime::run`] (a
+/// green thread on the calling thread) or [`Runtime::block_on`] (a future); spawn onto it
+/// from anywhere with [`Runtime::spawn`] / [`Handle`]. Dropping it shuts it down:
+/// no new work starts, suspended green threads are unwound with
+/// [`Cancelled`](crate::Cancelled) so their destructors run, and the workers are joined.
+///
+/// ```
+/// use greenrt::runtime::Runtime;
+///
+/// let rt = Runtime::new()?;
+/// let total = rt.run(|| {
+///     let handles: Vec<_> = (0..10).map(|i| greenrt::spawn(move || i * 2)).collect();
+///     handles.into_iter().map(|h| h.join().unwrap()).sum::<i32>()
+/// });
+/// assert_eq!(total, 90);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Runtime {
+    handle: Handle,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("handle", &self.handle).finish()
+    }
+}
+
+impl Runtime {
+    /// A runtime with one worker per available CPU and default settings.
+    pub fn new() -> io::Result<Runtime> {
+        Builder::new().build()
+    }
+
+    fn start(config: Config) -> io::Result<Runtime> {
+        let deques: Vec<_> = (0..config.worker_threads).map(|_| crossbeam_deque::Worker::new_fifo()).collect();
+        let shared = Arc::new(Shared {
+            injector: Injector::new(),
+            workers: deques.iter().map(|d| worker::WorkerShared::new(d.stealer())).collect(),
+            idle: idle::Idle::new(config.worker_threads),
+            shutdown: AtomicBool::new(false),
+            live_greens: Arc::new(AtomicUsize::new(0)),
+            tasks: TaskList::new(),
+            config,
+        });
+        let mut runtime = Runtime { handle: Handle { shared: shared.clone() }, threads: Vec::new() };
+        for (index, deque) in deques.into_iter().enumerate() {
+            let shared = shared.clone();
+            let name = format!("{}-{index}", shared.config.thread_name);
+            // Workers run only scheduler code on their own stack; green threads have
+            // their own stacks, so the OS thread's can stay small.
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .stack_size(256 * 1024)
+                .spawn(move || worker::run(shared, index, deque))?;
+            // On error, `runtime` drops here and shuts down the workers already started.
+            runtime.threads.push(thread);
+        }
+        Ok(runtime)
+    }
+
+    /// The runtime's [`Handle`], for spawning from other threads.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Spawns a green thread on this runtime. See [`crate::spawn`].
+    ///
+    /// ```
+    /// let rt = greenrt::runtime::Runtime::new().unwrap();
+    /// let handle = rt.spawn(|| 1 + 1);
+    /// assert_eq!(handle.join().unwrap(), 2); // parks this plain thread
+    /// ```
+    pub fn spawn<F, T>(&self, f: F) -> crate::JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.spawn(f)
+    }
+
+    /// Spawns a future task on this runtime. See [`crate::spawn_async`].
+    pub fn spawn_async<F>(&self, future: F) -> crate::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn_async(future)
+    }
+
+    /// Runs `f` as a green thread hosted on the calling thread and returns its value.
+    ///
+    /// The calling thread becomes a one-green-thread scheduler: it runs `f` on a green
+    /// stack, and whenever `f` blocks (joining, sleeping, `block_on`) it parks until `f`
+    /// is woken. Everything `f` spawns runs on the workers. Because `f` never leaves this
+    /// thread, it needs neither `Send` nor `'static`. A panic in `f` resumes here.
+    ///
+    /// Its green stack is the runtime's stack size, but at least 2 MiB (like a std
+    /// thread's), since `main` bodies tend to be deeper than spawned green threads.
+    ///
+    /// # Panics
+    /// When called from a worker or green thread of any greenrt runtime, or inside
+    /// another `run`/`block_on`: it would block a worker. Spawn a green thread and join
+    /// it instead.
+    ///
+    /// ```
+    /// let rt = greenrt::runtime::Runtime::new().unwrap();
+    /// let local = String::from("borrowed, not moved");
+    /// let len = rt.run(|| {
+    ///     let child = greenrt::spawn(|| 40);
+    ///     local.len() + child.join().unwrap()
+    /// });
+    /// assert_eq!(len, 19 + 40);
+    /// ```
+    pub fn run<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T,
+    {
+        host::run(&self.handle, f)
+    }
+
+    /// Drives `future` to completion on the calling thread while the workers run
+    /// everything else, and returns its output.
+    ///
+    /// # Panics
+    /// Like [`Runtime::run`], when called from inside a greenrt runtime.
+    ///
+    /// ```
+    /// let rt = greenrt::runtime::Runtime::new().unwrap();
+    /// let out = rt.block_on(async {
+    ///     let green = greenrt::spawn(|| 20);
+    ///     let task = greenrt::spawn_async(async { 22 });
+    ///     green.await.unwrap() + task.await.unwrap()
+    /// });
+    /// assert_eq!(out, 42);
+    /// ```
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        host::block_on(&self.handle, future)
+    }
+
+    /// Shuts the runtime down like dropping it, but waits at most `timeout` for the
+    /// workers to finish cancelling; workers still busy then (a green thread that never
+    /// reaches a suspension point) are left to finish in the background.
+    pub fn shutdown_timeout(mut self, timeout: Duration) {
+        self.shutdown(Some(timeout));
+    }
+
+    fn shutdown(&mut self, timeout: Option<Duration>) {
+        let shared = self.handle.shared.clone();
+        shared.begin_shutdown();
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        for thread in self.threads.drain(..) {
+            match deadline {
+                None => {
+                    let _ = thread.join();
+                }
+                Some(deadline) => {
+                    while !thread.is_finished() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    if thread.is_finished() {
+                        let _ = thread.join();
+                    } else {
+                        // Still running user code: detaching is all we can do. Tasks it
+                        // may still poll are left alone.
+                        return;
+                    }
+                }
+            }
+        }
+        shared.drain_injector();
+        for task in shared.tasks.drain() {
+            task.cancel_at_shutdown();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        if context::is_worker_of(&self.handle.shared) {
+            if std::thread::panicking() {
+                eprintln!("greenrt: a Runtime was dropped on one of its own workers while panicking; leaking it");
+                return;
+            }
+            panic!(
+                "a greenrt Runtime was dropped on one of its own worker threads: shutting \
+                 down joins the workers, so this would deadlock. Drop it from the thread \
+                 that created it (or move it to a plain std::thread)"
+            );
+        }
+        self.shutdown(None);
+    }
+}
+
+/// Builds the runtime's default `Handle` for error messages and spawning helpers.
+pub(crate) fn current_or_panic(what: &str) -> Handle {
+    context::current_handle().unwrap_or_else(|| {
+        panic!(
+            "{what} called outside a greenrt runtime. Spawn from inside one (a green thread \
+             or task, `Runtime::run`, `Runtime::block_on`, `#[greenrt::main]`), or use \
+             `Runtime::spawn` / `Handle::spawn` with an explicit runtime"
+        )
+    })
+}

@@ -1,0 +1,379 @@
+//! A worker: one OS thread running green threads and future tasks.
+//!
+//! This module owns a worker's queues and its loop. Per worker:
+//! - `deque`: a `crossbeam_deque::Worker` of *stealable* work: green threads that have
+//!   not started yet and future tasks. Other workers steal from its `Stealer`.
+//! - `run_queue`: the worker's *private* queue of its started green threads. Nobody else
+//!   can reach it: a started green thread never runs on another OS thread.
+//! - `inbox` (in [`WorkerShared`]): where other threads put this worker's started green
+//!   threads when they wake them.
+//! - `live`: every started, unfinished green thread at home here, so shutdown can
+//!   cancel them.
+//!
+//! The loop, each tick: every [`GLOBAL_INTERVAL`] ticks fire due timers, drain the inbox
+//! and take one task from the injector first (so nothing outside starves); otherwise
+//! alternate between the private run queue and the deque (so neither starves the
+//! other), then the inbox; when all are empty, search (injector, then steal a batch from
+//! the others), and when that finds nothing, park until woken or the next timer is due.
+//!
+//! It must never resume a green thread whose home is another worker, and never hold a
+//! `RefCell` borrow across a switch into a green thread (green code may push onto the
+//! same queues).
+
+use super::context::Local;
+use super::Shared;
+use crate::green::{self, GreenThread, Home, Start, Suspend};
+use crate::stack::StackPool;
+use crate::state::{AfterRun, CANCELLED};
+use crate::task::Task;
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Instant;
+
+/// How often (in ticks) the injector, inbox and timers are checked first.
+const GLOBAL_INTERVAL: u32 = 61;
+
+/// The parts of a worker other threads reach.
+pub(crate) struct WorkerShared {
+    pub(crate) stealer: Stealer<Task>,
+    pub(crate) inbox: Injector<Arc<GreenThread>>,
+    pub(crate) thread: OnceLock<Thread>,
+}
+
+impl WorkerShared {
+    pub(crate) fn new(stealer: Stealer<Task>) -> WorkerShared {
+        WorkerShared { stealer, inbox: Injector::new(), thread: OnceLock::new() }
+    }
+
+    pub(crate) fn unpark(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// The started, unfinished green threads at home on one worker.
+#[derive(Default)]
+struct LiveTable {
+    slots: Vec<Option<Arc<GreenThread>>>,
+    free: Vec<usize>,
+}
+
+impl LiveTable {
+    fn insert(&mut self, green: Arc<GreenThread>) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(green);
+                slot
+            }
+            None => {
+                self.slots.push(Some(green));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: usize) {
+        if self.slots.get_mut(slot).and_then(Option::take).is_some() {
+            self.free.push(slot);
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Arc<GreenThread>> {
+        self.free.clear();
+        self.slots.drain(..).flatten().collect()
+    }
+}
+
+/// A worker's own state, on its thread only.
+pub(crate) struct Core {
+    pub(crate) index: usize,
+    shared: Arc<Shared>,
+    pub(crate) deque: Worker<Task>,
+    pub(crate) run_queue: RefCell<VecDeque<Arc<GreenThread>>>,
+    stacks: RefCell<StackPool>,
+    live: RefCell<LiveTable>,
+    tick: Cell<u32>,
+    searching: Cell<bool>,
+    rng: Cell<u32>,
+}
+
+/// Entry point of a worker thread.
+pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
+    let _ = shared.workers[index].thread.set(std::thread::current());
+    let core = Core {
+        index,
+        shared: shared.clone(),
+        deque,
+        run_queue: RefCell::new(VecDeque::new()),
+        stacks: RefCell::new(StackPool::new(shared.config.stack_size)),
+        live: RefCell::default(),
+        tick: Cell::new(0),
+        searching: Cell::new(false),
+        rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
+    };
+    let local = Local { handle: super::Handle { shared }, timers: RefCell::default(), worker: Some(core) };
+    let _enter = super::context::enter(&local);
+    let core = local.worker.as_ref().expect("worker core");
+    core.run_loop(&local);
+    core.shutdown();
+}
+
+impl Core {
+    fn run_loop(&self, local: &Local) {
+        loop {
+            if self.shared.is_shutdown() {
+                return;
+            }
+            if let Some(task) = self.next_local(local) {
+                self.run_task(task);
+                continue;
+            }
+            if let Some(task) = self.search(local) {
+                self.run_task(task);
+                continue;
+            }
+            self.park(local);
+        }
+    }
+
+    /// The next task from this worker's own queues (and, periodically, the injector).
+    fn next_local(&self, local: &Local) -> Option<Task> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % GLOBAL_INTERVAL == 0 {
+            crate::time::fire_due(&local.timers);
+            self.drain_inbox();
+            if let Some(task) = steal_one(|| self.shared.injector.steal()) {
+                return Some(task);
+            }
+        }
+        if tick % 2 == 1 {
+            if let Some(green) = self.pop_run_queue() {
+                return Some(Task::Green(green));
+            }
+        }
+        if let Some(task) = self.deque.pop() {
+            return Some(task);
+        }
+        if let Some(green) = self.pop_run_queue() {
+            return Some(Task::Green(green));
+        }
+        self.drain_inbox();
+        self.pop_run_queue().map(Task::Green)
+    }
+
+    fn pop_run_queue(&self) -> Option<Arc<GreenThread>> {
+        self.run_queue.borrow_mut().pop_front()
+    }
+
+    fn drain_inbox(&self) {
+        let inbox = &self.shared.workers[self.index].inbox;
+        if inbox.is_empty() {
+            return;
+        }
+        let mut run_queue = self.run_queue.borrow_mut();
+        while let Some(green) = steal_one(|| inbox.steal()) {
+            run_queue.push_back(green);
+        }
+    }
+
+    /// Looks for work beyond this worker's queues: due timers, the injector, then the
+    /// other workers' deques.
+    fn search(&self, local: &Local) -> Option<Task> {
+        crate::time::fire_due(&local.timers);
+        if let Some(task) = self.next_local(local) {
+            return Some(task);
+        }
+        if !self.searching.get() {
+            self.searching.set(true);
+            self.shared.idle.start_searching();
+        }
+        if let Some(task) = steal_one(|| self.shared.injector.steal_batch_and_pop(&self.deque)) {
+            return Some(task);
+        }
+        let workers = &self.shared.workers;
+        let start = self.next_random() as usize % workers.len();
+        for offset in 0..workers.len() {
+            let victim = (start + offset) % workers.len();
+            if victim == self.index {
+                continue;
+            }
+            if let Some(task) = steal_one(|| workers[victim].stealer.steal_batch_and_pop(&self.deque)) {
+                #[cfg(feature = "tracing")]
+                if let Task::Green(green) = &task {
+                    crate::trace::sched_event("steal", green.identity.id());
+                }
+                return Some(task);
+            }
+        }
+        None
+    }
+
+    fn next_random(&self) -> u32 {
+        // xorshift32: cheap, and good enough to spread steal victims.
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x
+    }
+
+    /// Whether anything is runnable for this worker (checked after registering as a
+    /// sleeper, before parking).
+    fn has_work(&self, local: &Local) -> bool {
+        let shared = &self.shared;
+        shared.is_shutdown()
+            || !self.deque.is_empty()
+            || !self.run_queue.borrow().is_empty()
+            || !shared.workers[self.index].inbox.is_empty()
+            || !shared.injector.is_empty()
+            || shared.workers.iter().any(|w| !w.stealer.is_empty())
+            || local.timers.borrow_mut().next_deadline().is_some_and(|d| d <= Instant::now())
+    }
+
+    fn park(&self, local: &Local) {
+        if self.searching.replace(false) {
+            self.shared.idle.stop_searching();
+        }
+        let idle = &self.shared.idle;
+        idle.register_sleeper(self.index);
+        if !self.has_work(local) {
+            #[cfg(feature = "tracing")]
+            crate::trace::park_event(self.index);
+            let deadline = local.timers.borrow_mut().next_deadline();
+            match deadline {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if deadline > now {
+                        std::thread::park_timeout(deadline - now);
+                    }
+                }
+                None => std::thread::park(),
+            }
+        }
+        if idle.unregister(self.index) {
+            // A notifier picked us and counted us as searching.
+            self.searching.set(true);
+        }
+    }
+
+    fn run_task(&self, task: Task) {
+        if self.searching.replace(false) && self.shared.idle.stop_searching() {
+            // The last searcher found work: hand the search to another worker in case
+            // more is queued.
+            self.shared.notify_one();
+        }
+        match task {
+            Task::Green(green) => self.run_green(green),
+            Task::Future(task) => {
+                task.run(|task| self.deque.push(Task::Future(task)));
+            }
+        }
+    }
+
+    fn run_green(&self, green: Arc<GreenThread>) {
+        let previous = green.state.start_run();
+        // SAFETY: we hold it RUNNING (start_run above).
+        if !unsafe { green.is_started() } {
+            if previous & CANCELLED != 0 {
+                // SAFETY: we hold it RUNNING and it never started.
+                unsafe { green.finish_unstarted(Start::Cancel) };
+                green.state.complete();
+                return;
+            }
+            let stack = self.stacks.borrow_mut().take(green.stack_size);
+            match stack {
+                Ok(stack) => {
+                    let slot = self.live.borrow_mut().insert(green.clone());
+                    let home = Home::Worker(self.shared.clone(), self.index);
+                    // SAFETY: we hold it RUNNING, it never started, and every later
+                    // resume happens on this thread: its home is this worker.
+                    unsafe { GreenThread::prepare(&green, stack, home, slot) };
+                }
+                Err(error) => {
+                    // SAFETY: we hold it RUNNING and it never started.
+                    unsafe { green.finish_unstarted(Start::Fail(error)) };
+                    green.state.complete();
+                    return;
+                }
+            }
+        }
+        // SAFETY: we hold it RUNNING and an Arc to it for the whole call, it is
+        // prepared, and its home is this worker (it was prepared here or popped from
+        // this worker's private queue or inbox, which only hold greens at home here).
+        let why = unsafe { green::resume(&green) };
+        match why {
+            Suspend::Yield => {
+                green.state.yield_running();
+                self.run_queue.borrow_mut().push_back(green);
+            }
+            Suspend::Park => {
+                if green.state.stop_running() == AfterRun::Requeue {
+                    self.run_queue.borrow_mut().push_back(green);
+                }
+            }
+            Suspend::Complete => self.reclaim(&green),
+        }
+    }
+
+    /// Takes back what a finished green thread held.
+    fn reclaim(&self, green: &GreenThread) {
+        green.state.complete();
+        // SAFETY: it switched out with Complete; we hold it.
+        let (stack, slot) = unsafe { green.take_finished() };
+        self.live.borrow_mut().remove(slot);
+        if let Some(stack) = stack {
+            self.stacks.borrow_mut().put(stack);
+        }
+    }
+
+    /// Cancels everything at home here, then empties this worker's queues.
+    fn shutdown(&self) {
+        let live = self.live.borrow_mut().drain();
+        for green in live {
+            if !green.state.claim_for_shutdown() {
+                continue;
+            }
+            #[cfg(feature = "tracing")]
+            crate::trace::sched_event("cancel", green.identity.id());
+            // SAFETY: we hold it RUNNING (claimed), it is prepared and at home here.
+            let why = unsafe { green::resume(&green) };
+            if why == Suspend::Complete {
+                self.reclaim(&green);
+            } else {
+                // It caught the cancellation and suspended again: it will never be
+                // resumed, so its stack must never be freed.
+                // SAFETY: its home thread; we never resume it again.
+                unsafe { green.leak() };
+                eprintln!(
+                    "greenrt: green thread {} ignored cancellation at shutdown and suspended \
+                     again; its stack is leaked",
+                    green.identity.id()
+                );
+            }
+        }
+        self.run_queue.borrow_mut().clear();
+        let inbox = &self.shared.workers[self.index].inbox;
+        while steal_one(|| inbox.steal()).is_some() {}
+        while let Some(task) = self.deque.pop() {
+            super::cancel_queued(task);
+        }
+        self.shared.drain_injector();
+    }
+}
+
+/// Retries a steal until it succeeds or finds the queue empty.
+pub(crate) fn steal_one<T>(mut steal: impl FnMut() -> Steal<T>) -> Option<T> {
+    loop {
+        match steal() {
+            Steal::Success(item) => return Some(item),
+            Steal::Empty => return None,
+            Steal::Retry => std::hint::spin_loop(),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Green thread stacks: mapping, guard pages, the per-worker pool and the live budget.
+//!
+//! This module owns every `mmap`/`munmap` of a stack. It must never free a stack that a
+//! green thread might still return to: callers hand a stack back (to [`StackPool::put`]
+//! or by dropping it) only after its green thread has finished or unwound.
+//!
+//! - A [`Stack`] is one `mmap(MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`; its lowest
+//!   page is `PROT_NONE`, so running off the end faults instead of corrupting memory, and
+//!   `MADV_NOHUGEPAGE` keeps a transparent huge page (2 MiB of real memory) from ever
+//!   backing it. Pages are committed only when touched.
+//! - The [`StackPool`] keeps a bounded number of finished stacks per worker, with the
+//!   pages they touched, so a short green thread costs no system call.
+//! - Each stack is two kernel mappings and `vm.max_map_count` bounds mappings per
+//!   process. Stacks are mapped lazily, at first run, so `spawn` reserves a place in a
+//!   live budget instead ([`Reservation`]): running out is an `io::Error` at spawn, never
+//!   a crash at first run.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// Default usable size of a green stack (virtual: only touched pages cost memory).
+pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+/// Smallest usable stack size accepted by the builders.
+pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
+/// Largest usable stack size accepted by the builders.
+pub(crate) const MAX_STACK_SIZE: usize = 1024 * 1024 * 1024;
+/// Finished stacks kept per worker for reuse.
+pub(crate) const POOL_CAPACITY: usize = 64;
+
+/// The system page size.
+pub(crate) fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page > 0 {
+            page as usize
+        } else {
+            4096
+        }
+    })
+}
+
+/// Checks a user-supplied stack size and rounds it up to whole pages.
+/// `setting` names the builder setting in the error message.
+pub(crate) fn validate_stack_size(bytes: usize, setting: &str) -> io::Result<usize> {
+    if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&bytes) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{setting}({bytes}) is out of range: a green thread stack must be between \
+                 16 KiB ({MIN_STACK_SIZE}) and 1 GiB ({MAX_STACK_SIZE}) bytes"
+            ),
+        ));
+    }
+    let page = page_size();
+    Ok(bytes.div_ceil(page) * page)
+}
+
+/// One mapped green stack: a guard page at the bottom, `usable` bytes above it.
+pub(crate) struct Stack {
+    base: *mut u8,
+    mapped: usize,
+}
+
+// SAFETY: a Stack is an owned memory mapping, like a Box<[u8]>; nothing about it is tied
+// to the thread that mapped it.
+unsafe impl Send for Stack {}
+
+impl Stack {
+    /// Maps a stack with `usable` bytes (a multiple of the page size) above a guard page.
+    pub(crate) fn new(usable: usize) -> io::Result<Stack> {
+        let page = page_size();
+        debug_assert_eq!(usable % page, 0);
+        let mapped = usable + page;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+        // touches no existing memory.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!(
+                    "greenrt could not map a {} KiB green thread stack: {err}; lower the \
+                     stack size, raise `vm.max_map_count` or free memory",
+                    usable / 1024
+                ),
+            ));
+        }
+        let base = base as *mut u8;
+        let stack = Stack { base, mapped };
+        // Advise before protecting the guard: the advice applies to one mapping, and
+        // mprotect then splits it into exactly two (guard + usable).
+        // SAFETY: [base, base + mapped) is the mapping we just created.
+        let advised = unsafe { libc::madvise(base.cast(), mapped, libc::MADV_NOHUGEPAGE) };
+        // SAFETY: the first page of our own mapping; nothing lives there yet.
+        let guarded = unsafe { libc::mprotect(base.cast(), page, libc::PROT_NONE) };
+        if advised != 0 || guarded != 0 {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!("greenrt could not set up a green thread stack's guard page: {err}"),
+            ));
+        }
+        Ok(stack)
+    }
+
+    /// The highest address of the stack (exclusive); stacks grow down from here.
+    pub(crate) fn top(&self) -> *mut u8 {
+        // SAFETY: one past the end of our own mapping.
+        unsafe { self.base.add(self.mapped) }
+    }
+
+    /// The usable size in bytes, excluding the guard page.
+    pub(crate) fn usable(&self) -> usize {
+        self.mapped - page_size()
+    }
+
+    /// The guard page's address range: a fault in it is a stack overflow.
+    #[allow(dead_code)] // read by the overflow handler (reliability issue)
+    pub(crate) fn guard(&self) -> std::ops::Range<usize> {
+        self.base as usize..self.base as usize + page_size()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: we own the mapping and, by this module's contract, no green thread can
+        // run on it any more.
+        unsafe { libc::munmap(self.base.cast(), self.mapped) };
+    }
+}
+
+/// A worker's cache of finished stacks of the runtime's default size.
+pub(crate) struct StackPool {
+    size: usize,
+    stacks: Vec<Stack>,
+}
+
+impl StackPool {
+    pub(crate) fn new(size: usize) -> StackPool {
+        StackPool { size, stacks: Vec::new() }
+    }
+
+    /// A stack of `usable` bytes: from the pool when it has one of that size.
+    pub(crate) fn take(&mut self, usable: usize) -> io::Result<Stack> {
+        if usable == self.size {
+            if let Some(stack) = self.stacks.pop() {
+                return Ok(stack);
+            }
+        }
+        Stack::new(usable)
+    }
+
+    /// Returns a stack whose green thread has finished. Unmapped when the pool is full
+    /// or the size is not the pooled one.
+    pub(crate) fn put(&mut self, stack: Stack) {
+        if stack.usable() == self.size && self.stacks.len() < POOL_CAPACITY {
+            self.stacks.push(stack);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The live budget.
+// ---------------------------------------------------------------------------------
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Places ever given back: lets a spawner that found the budget full see progress.
+static RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many budget places have been released so far in this process.
+pub(crate) fn finished_count() -> usize {
+    RELEASED.load(Ordering::Relaxed)
+}
+
+/// How many unfinished green threads the process can hold before mapping their stacks
+/// could exceed `vm.max_map_count`: two mappings per stack, with room left for the
+/// pools, the heap, libraries and thread stacks.
+fn process_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let max_maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(65530);
+        let in_use = std::fs::read_to_string("/proc/self/maps")
+            .map(|s| s.lines().count())
+            .unwrap_or(1000);
+        // Headroom for everything else the process maps later (libraries, thread stacks,
+        // allocator arenas) and for the stack pools.
+        let headroom = 4096 + in_use;
+        max_maps.saturating_sub(headroom) / 2
+    })
+}
+
+/// A place in the live budget, held by a green thread from spawn until it finishes.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    runtime_live: Option<std::sync::Arc<AtomicUsize>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        RELEASED.fetch_add(1, Ordering::Relaxed);
+        if let Some(live) = &self.runtime_live {
+            live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reserves a place for one more unfinished green thread, in the process budget and,
+/// when `runtime_cap` is given, in a runtime's own cap.
+pub(crate) fn reserve(
+    runtime_cap: Option<(usize, &std::sync::Arc<AtomicUsize>)>,
+) -> io::Result<Reservation> {
+    let limit = process_limit();
+    if LIVE.fetch_add(1, Ordering::Relaxed) >= limit {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        return Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "greenrt cannot spawn another green thread: {limit} are unfinished, the most \
+                 whose stacks fit in this process's memory-map limit; let some finish, or \
+                 raise `vm.max_map_count` (sysctl -w vm.max_map_count=262144)"
+            ),
+        ));
+    }
+    let mut reservation = Reservation { runtime_live: None };
+    if let Some((cap, live)) = runtime_cap {
+        if live.fetch_add(1, Ordering::Relaxed) >= cap {
+            live.fetch_sub(1, Ordering::Relaxed);
+            drop(reservation);
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "greenrt cannot spawn another green thread: {cap} are unfinished, the \
+                     runtime's max_green_threads; let some finish or raise the setting"
+                ),
+            ));
+        }
+        reservation.runtime_live = Some(live.clone());
+    }
+    Ok(reservation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_validated_and_rounded() {
+        assert!(validate_stack_size(MIN_STACK_SIZE - 1, "stack_size").is_err());
+        assert!(validate_stack_size(MAX_STACK_SIZE + 1, "stack_size").is_err());
+        let err = validate_stack_size(1, "stack_size").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("stack_size"), "{err}");
+        assert_eq!(validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap() % page_size(), 0);
+        assert_eq!(validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap(), MIN_STACK_SIZE + page_size());
+    }
+
+    /// The mapping backing a stack, as /proc/self/maps lists it, with its smaps fields.
+    fn smaps_entry_for(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut out = String::new();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let head = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = head.split_once('-') {
+                if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) {
+                    inside = (lo..hi).contains(&addr);
+                }
+            }
+            if inside {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn stack_has_guard_page_and_no_huge_pages() {
+        let stack = Stack::new(DEFAULT_STACK_SIZE).unwrap();
+        let guard = smaps_entry_for(stack.guard().start);
+        assert!(guard.lines().next().unwrap().contains("---p"), "guard not PROT_NONE:\n{guard}");
+        let usable = smaps_entry_for(stack.top() as usize - 1);
+        assert!(usable.lines().next().unwrap().contains("rw-p"), "{usable}");
+        assert!(usable.contains("VmFlags:") && usable.contains(" nh"), "no MADV_NOHUGEPAGE:\n{usable}");
+        assert_eq!(stack.usable(), DEFAULT_STACK_SIZE);
+    }
+
+    #[test]
+    fn pool_reuses_only_matching_sizes_and_is_bounded() {
+        let mut pool = StackPool::new(DEFAULT_STACK_SIZE);
+        let a = pool.take(DEFAULT_STACK_SIZE).unwrap();
+        let a_top = a.top();
+        pool.put(a);
+        assert_eq!(pool.take(DEFAULT_STACK_SIZE).unwrap().top(), a_top);
+        let other = pool.take(MIN_STACK_SIZE).unwrap();
+        pool.put(other);
+        assert!(pool.stacks.is_empty(), "a non-default size must not be pooled");
+        for _ in 0..POOL_CAPACITY + 5 {
+            pool.put(Stack::new(DEFAULT_STACK_SIZE).unwrap());
+        }
+        assert_eq!(pool.stacks.len(), POOL_CAPACITY);
+    }
+}

@@ -1,0 +1,217 @@
+//! Timers: `greenrt::time::sleep` for async code, and what `greenrt::sleep` waits on.
+//!
+//! Each runtime thread (a worker, or a thread inside `Runtime::run`/`Runtime::block_on`)
+//! owns a [`Timers`] heap, touched only by that thread: a sleep registers with the
+//! thread that first polls it, and that thread fires it, checking its heap every few
+//! scheduling ticks and parking no longer than its next deadline. So a sleeping green
+//! thread costs one heap entry and no thread, and no lock is taken to set a timer.
+//!
+//! This module never blocks and never runs user code other than wakers.
+
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+const WAITING: u8 = 0;
+const FIRED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// One registered deadline, shared by the [`Sleep`] that set it and the heap holding it.
+struct Entry {
+    state: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+}
+
+struct Key {
+    deadline: Instant,
+    seq: u64,
+    entry: Arc<Entry>,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.seq) == (other.deadline, other.seq)
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.deadline, self.seq).cmp(&(other.deadline, other.seq))
+    }
+}
+
+/// A thread's pending deadlines: a min-heap, O(log n) per insert and fire. Cancelled
+/// entries are dropped lazily when they reach the top.
+#[derive(Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<Key>>,
+    seq: u64,
+}
+
+impl Timers {
+    fn insert(&mut self, deadline: Instant, entry: Arc<Entry>) {
+        self.seq += 1;
+        self.heap.push(Reverse(Key { deadline, seq: self.seq, entry }));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// The earliest live deadline.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if top.entry.state.load(Ordering::Acquire) == CANCELLED {
+                self.heap.pop();
+            } else {
+                return Some(top.deadline);
+            }
+        }
+        None
+    }
+
+    /// Removes every entry due at `now` and returns their wakers, to be woken by the
+    /// caller once it no longer borrows the heap (a waker may set a new timer).
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<Waker> {
+        let mut due = Vec::new();
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if top.deadline > now {
+                break;
+            }
+            let Reverse(key) = self.heap.pop().expect("peeked");
+            if key
+                .entry
+                .state
+                .compare_exchange(WAITING, FIRED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let waker = key.entry.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+                due.extend(waker);
+            }
+        }
+        due
+    }
+}
+
+/// Fires the due timers of the current runtime thread, if it is one.
+pub(crate) fn fire_due(timers: &std::cell::RefCell<Timers>) {
+    if timers.borrow().is_empty() {
+        return;
+    }
+    let due = timers.borrow_mut().take_due(Instant::now());
+    for waker in due {
+        waker.wake();
+    }
+}
+
+/// A future that completes at a deadline; see [`sleep`].
+#[must_use = "futures do nothing unless polled or awaited"]
+#[derive(Debug)]
+pub struct Sleep {
+    deadline: Instant,
+    entry: Option<Arc<EntryHandle>>,
+}
+
+/// Debug-printable wrapper so `Sleep` can derive Debug without exposing internals.
+struct EntryHandle(Arc<Entry>);
+
+impl std::fmt::Debug for EntryHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TimerEntry")
+    }
+}
+
+impl Sleep {
+    /// The instant this sleep completes at.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        match &self.entry {
+            Some(handle) => {
+                let entry = &handle.0;
+                if entry.state.load(Ordering::Acquire) == FIRED {
+                    return Poll::Ready(());
+                }
+                let mut waker = entry.waker.lock().unwrap_or_else(|e| e.into_inner());
+                match &*waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+            }
+            None => {
+                let entry = Arc::new(Entry {
+                    state: AtomicU8::new(WAITING),
+                    waker: Mutex::new(Some(cx.waker().clone())),
+                });
+                let deadline = self.deadline;
+                let registered = crate::runtime::context::with_timers(|timers| {
+                    timers.borrow_mut().insert(deadline, entry.clone());
+                });
+                if registered.is_none() {
+                    panic!(
+                        "greenrt::time::sleep polled outside a greenrt runtime: there is no \
+                         timer to wake it. Await it inside `Runtime::block_on`, \
+                         `#[greenrt::main]`, a green thread or a task spawned on a runtime"
+                    );
+                }
+                self.entry = Some(Arc::new(EntryHandle(entry)));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.entry {
+            // The heap drops the entry lazily.
+            let _ = handle.0.state.compare_exchange(
+                WAITING,
+                CANCELLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+}
+
+/// Waits until `duration` has elapsed, as a future for async code (`Send`).
+///
+/// Awaiting it parks nothing: the task is woken by the runtime thread that first polled
+/// it. Polled where no greenrt runtime is running, it panics. Green threads call
+/// [`greenrt::sleep`](crate::sleep) instead.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let rt = greenrt::runtime::Runtime::new().unwrap();
+/// let start = Instant::now();
+/// rt.block_on(greenrt::time::sleep(Duration::from_millis(20)));
+/// assert!(start.elapsed() >= Duration::from_millis(20));
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    sleep_until(Instant::now() + duration)
+}
+
+/// Waits until `deadline`, as a future for async code. See [`sleep`].
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep { deadline, entry: None }
+}
