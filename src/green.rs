@@ -120,7 +120,10 @@ pub struct Green {
 
 impl Green {
     pub(crate) fn new(name: Option<String>) -> Green {
-        Green { id: GreenId::next(), name: name.map(Arc::from) }
+        Green {
+            id: GreenId::next(),
+            name: name.map(Arc::from),
+        }
     }
 
     /// This green thread's unique id.
@@ -324,7 +327,14 @@ pub(crate) fn new_host(entry: Entry, stack: Stack) -> Arc<GreenThread> {
     let green = Arc::new(green);
     // SAFETY: it is RUNNING with no other holder, never started, and its home is this
     // thread, where `Runtime::run` resumes it.
-    unsafe { GreenThread::prepare(&green, stack, Home::Host(std::thread::current()), usize::MAX) };
+    unsafe {
+        GreenThread::prepare(
+            &green,
+            stack,
+            Home::Host(std::thread::current()),
+            usize::MAX,
+        )
+    };
     green
 }
 

@@ -29,13 +29,18 @@ impl<T> Packet<T> {
     pub(crate) fn new() -> Packet<T> {
         Packet {
             finished: AtomicBool::new(false),
-            inner: Mutex::new(PacketInner { result: None, waiter: None }),
+            inner: Mutex::new(PacketInner {
+                result: None,
+                waiter: None,
+            }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, PacketInner<T>> {
         // No user code runs under this lock, so poisoning cannot leave it inconsistent.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Stores the outcome and wakes the waiter. The first outcome wins.
@@ -111,7 +116,11 @@ pub struct JoinHandle<T> {
 
 impl<T> JoinHandle<T> {
     pub(crate) fn new(packet: Arc<Packet<T>>, target: Target, green: Green) -> JoinHandle<T> {
-        JoinHandle { packet, target, green }
+        JoinHandle {
+            packet,
+            target,
+            green,
+        }
     }
 
     /// Waits for the green thread or task to finish and returns its result.

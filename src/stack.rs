@@ -149,7 +149,10 @@ pub(crate) struct StackPool {
 
 impl StackPool {
     pub(crate) fn new(size: usize) -> StackPool {
-        StackPool { size, stacks: Vec::new() }
+        StackPool {
+            size,
+            stacks: Vec::new(),
+        }
     }
 
     /// A stack of `usable` bytes: from the pool when it has one of that size.
@@ -266,8 +269,14 @@ mod tests {
         let err = validate_stack_size(1, "stack_size").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("stack_size"), "{err}");
-        assert_eq!(validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap() % page_size(), 0);
-        assert_eq!(validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap(), MIN_STACK_SIZE + page_size());
+        assert_eq!(
+            validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap() % page_size(),
+            0
+        );
+        assert_eq!(
+            validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap(),
+            MIN_STACK_SIZE + page_size()
+        );
     }
 
     /// The mapping backing a stack, as /proc/self/maps lists it, with its smaps fields.
@@ -278,7 +287,9 @@ mod tests {
         for line in smaps.lines() {
             let head = line.split_whitespace().next().unwrap_or("");
             if let Some((lo, hi)) = head.split_once('-') {
-                if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
                     inside = (lo..hi).contains(&addr);
                 }
             }
@@ -294,10 +305,16 @@ mod tests {
     fn stack_has_guard_page_and_no_huge_pages() {
         let stack = Stack::new(DEFAULT_STACK_SIZE).unwrap();
         let guard = smaps_entry_for(stack.guard().start);
-        assert!(guard.lines().next().unwrap().contains("---p"), "guard not PROT_NONE:\n{guard}");
+        assert!(
+            guard.lines().next().unwrap().contains("---p"),
+            "guard not PROT_NONE:\n{guard}"
+        );
         let usable = smaps_entry_for(stack.top() as usize - 1);
         assert!(usable.lines().next().unwrap().contains("rw-p"), "{usable}");
-        assert!(usable.contains("VmFlags:") && usable.contains(" nh"), "no MADV_NOHUGEPAGE:\n{usable}");
+        assert!(
+            usable.contains("VmFlags:") && usable.contains(" nh"),
+            "no MADV_NOHUGEPAGE:\n{usable}"
+        );
         assert_eq!(stack.usable(), DEFAULT_STACK_SIZE);
     }
 
@@ -310,7 +327,10 @@ mod tests {
         assert_eq!(pool.take(DEFAULT_STACK_SIZE).unwrap().top(), a_top);
         let other = pool.take(MIN_STACK_SIZE).unwrap();
         pool.put(other);
-        assert!(pool.stacks.is_empty(), "a non-default size must not be pooled");
+        assert!(
+            pool.stacks.is_empty(),
+            "a non-default size must not be pooled"
+        );
         for _ in 0..POOL_CAPACITY + 5 {
             pool.put(Stack::new(DEFAULT_STACK_SIZE).unwrap());
         }

@@ -112,7 +112,10 @@ impl State {
             if next == cur {
                 return action;
             }
-            match self.0.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return action,
                 Err(actual) => cur = actual,
             }
@@ -133,7 +136,10 @@ impl State {
             } else {
                 (cur & !RUNNING, AfterRun::Idle)
             };
-            match self.0.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return after,
                 Err(actual) => cur = actual,
             }
@@ -142,9 +148,11 @@ impl State {
 
     /// RUNNING → SCHEDULED for a yield: the worker requeues it at the back.
     pub(crate) fn yield_running(&self) {
-        let prev = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-            Some((cur & !(RUNNING | NOTIFIED)) | SCHEDULED)
-        });
+        let prev = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                Some((cur & !(RUNNING | NOTIFIED)) | SCHEDULED)
+            });
         debug_assert!(
             prev.is_ok_and(|p| p & RUNNING != 0 && p & SCHEDULED == 0),
             "greenrt bug: yield from a green thread that was not running"
@@ -153,9 +161,11 @@ impl State {
 
     /// RUNNING → COMPLETE.
     pub(crate) fn complete(&self) {
-        let prev = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-            Some((cur & !(RUNNING | NOTIFIED | SCHEDULED)) | COMPLETE)
-        });
+        let prev = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                Some((cur & !(RUNNING | NOTIFIED | SCHEDULED)) | COMPLETE)
+            });
         debug_assert!(
             prev.is_ok_and(|p| p & RUNNING != 0),
             "greenrt bug: completed a green thread that was not running"
@@ -166,13 +176,15 @@ impl State {
     /// RUNNING | CANCELLED so the worker can resume it to unwind. Returns false when it
     /// already finished. Wakes that race with this only set NOTIFIED.
     pub(crate) fn claim_for_shutdown(&self) -> bool {
-        let prev = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-            if cur & COMPLETE != 0 {
-                None
-            } else {
-                Some((cur & !(SCHEDULED | NOTIFIED)) | RUNNING | CANCELLED)
-            }
-        });
+        let prev = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                if cur & COMPLETE != 0 {
+                    None
+                } else {
+                    Some((cur & !(SCHEDULED | NOTIFIED)) | RUNNING | CANCELLED)
+                }
+            });
         prev.is_ok()
     }
 }

@@ -85,7 +85,11 @@ unsafe impl Send for FutureTask {}
 unsafe impl Sync for FutureTask {}
 
 impl FutureTask {
-    pub(crate) fn new<F>(shared: Arc<Shared>, future: F, packet: Arc<Packet<F::Output>>) -> FutureTask
+    pub(crate) fn new<F>(
+        shared: Arc<Shared>,
+        future: F,
+        packet: Arc<Packet<F::Output>>,
+    ) -> FutureTask
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -133,7 +137,9 @@ impl FutureTask {
         // SAFETY: the caller holds it RUNNING.
         let body = unsafe { (*self.body.get()).take() };
         if catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
-            crate::green::abort_with("a future task's future or output panicked while being dropped");
+            crate::green::abort_with(
+                "a future task's future or output panicked while being dropped",
+            );
         }
         self.state.complete();
         self.shared.tasks.remove(self.identity.id());

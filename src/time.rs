@@ -61,7 +61,11 @@ pub(crate) struct Timers {
 impl Timers {
     fn insert(&mut self, deadline: Instant, entry: Arc<Entry>) {
         self.seq += 1;
-        self.heap.push(Reverse(Key { deadline, seq: self.seq, entry }));
+        self.heap.push(Reverse(Key {
+            deadline,
+            seq: self.seq,
+            entry,
+        }));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -95,7 +99,12 @@ impl Timers {
                 .compare_exchange(WAITING, FIRED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let waker = key.entry.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let waker = key
+                    .entry
+                    .waker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
                 due.extend(waker);
             }
         }
@@ -213,5 +222,8 @@ pub fn sleep(duration: Duration) -> Sleep {
 
 /// Waits until `deadline`, as a future for async code. See [`sleep`].
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    Sleep { deadline, entry: None }
+    Sleep {
+        deadline,
+        entry: None,
+    }
 }

@@ -108,15 +108,15 @@ pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, arg: *mut u8) -> S
     // one spare, zeroed 16-byte slot at the very top).
     let sp = top.sub(72) as *mut usize;
     let slots: [usize; 9] = [
-        0,                         // r15
-        0,                         // r14
-        0,                         // r13
-        entry as *const () as usize, // r12: called by the trampoline
-        arg as usize,              // rbx: becomes the entry's first argument
-        0,                         // rbp: 0 ends frame-pointer walks
+        0,                                // r15
+        0,                                // r14
+        0,                                // r13
+        entry as *const () as usize,      // r12: called by the trampoline
+        arg as usize,                     // rbx: becomes the entry's first argument
+        0,                                // rbp: 0 ends frame-pointer walks
         trampoline as *const () as usize, // return address of the first switch
-        0,                         // spare
-        0,                         // spare
+        0,                                // spare
+        0,                                // spare
     ];
     // SAFETY: the caller guarantees [top - 128, top) is writable and ours; we write
     // 72 bytes below `top`, 8-byte aligned since top is 16-byte aligned.
@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn switch_round_trips_preserve_state() {
         let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
-        // SAFETY: the end of a Vec<u128> is 16-byte aligned and the Vec is ours.
+                                           // SAFETY: the end of a Vec<u128> is 16-byte aligned and the Vec is ours.
         let top = unsafe { (stack.as_mut_ptr() as *mut u8).add(stack.len() * 16) };
         let mut sum = 0u64;
         // SAFETY: `top` is the aligned end of a 64 KiB region alive for the whole test.

@@ -84,7 +84,9 @@ impl Builder {
     pub fn build(&mut self) -> io::Result<Runtime> {
         let worker_threads = match self.worker_threads {
             Some(n) => n,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         };
         if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
             return Err(io::Error::new(

@@ -25,12 +25,18 @@ pub(crate) struct Local {
 
 impl Local {
     pub(crate) fn host(handle: Handle) -> Local {
-        Local { handle, timers: RefCell::default(), worker: None }
+        Local {
+            handle,
+            timers: RefCell::default(),
+            worker: None,
+        }
     }
 
     /// This thread's worker core, if it is a worker of `shared`'s runtime.
     pub(crate) fn worker_of(&self, shared: &Arc<Shared>) -> Option<&Core> {
-        self.worker.as_ref().filter(|_| Arc::ptr_eq(&self.handle.shared, shared))
+        self.worker
+            .as_ref()
+            .filter(|_| Arc::ptr_eq(&self.handle.shared, shared))
     }
 }
 
@@ -53,7 +59,9 @@ impl Drop for EnterGuard {
 /// Makes `local` this thread's runtime state until the guard drops. The guard must be
 /// dropped before `local`; callers keep both in the same frame.
 pub(crate) fn enter(local: &Local) -> EnterGuard {
-    EnterGuard { previous: LOCAL.replace(local) }
+    EnterGuard {
+        previous: LOCAL.replace(local),
+    }
 }
 
 /// Runs `f` with this thread's runtime state, if it has one.

@@ -112,7 +112,12 @@ impl Handle {
             entry_packet.complete(result);
         });
         let stack_size = stack_size.unwrap_or(self.shared.config.stack_size);
-        let green = Arc::new(GreenThread::new(identity.clone(), stack_size, entry, Some(reservation)));
+        let green = Arc::new(GreenThread::new(
+            identity.clone(),
+            stack_size,
+            entry,
+            Some(reservation),
+        ));
         #[cfg(feature = "tracing")]
         crate::trace::sched_event("spawn", identity.id());
         self.shared.schedule(Task::Green(green.clone()));
@@ -122,7 +127,10 @@ impl Handle {
 
 /// Drops a closure that will never run; the payload to report is `payload`, unless the
 /// closure's destructor panicked, whose payload then wins (nothing is lost silently).
-fn dropped_closure_payload<F>(f: F, payload: Box<dyn std::any::Any + Send>) -> Box<dyn std::any::Any + Send> {
+fn dropped_closure_payload<F>(
+    f: F,
+    payload: Box<dyn std::any::Any + Send>,
+) -> Box<dyn std::any::Any + Send> {
     match catch_unwind(AssertUnwindSafe(move || drop(f))) {
         Ok(()) => payload,
         Err(drop_panic) => drop_panic,
@@ -140,7 +148,10 @@ fn cancelled_handle<T, W>(packet: Arc<Packet<T>>, work: W) -> JoinHandle<T> {
 /// spawning a million short green threads in a row must work. It fails only when no
 /// green thread has finished for a while, i.e. the budget is really held.
 fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
-    let cap = shared.config.max_green_threads.map(|cap| (cap, &shared.live_greens));
+    let cap = shared
+        .config
+        .max_green_threads
+        .map(|cap| (cap, &shared.live_greens));
     let mut error = match crate::stack::reserve(cap) {
         Ok(reservation) => return Ok(reservation),
         Err(error) => error,

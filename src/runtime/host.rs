@@ -50,9 +50,13 @@ where
     // never outlives what it borrows. The entry is not Send and never leaves this thread.
     let entry: Entry = unsafe { std::mem::transmute::<Box<dyn FnOnce(Start) + '_>, Entry>(entry) };
 
-    let size = crate::stack::validate_stack_size(handle.shared.config.stack_size.max(HOST_MIN_STACK), "stack_size")
-        .expect("a validated stack size");
-    let stack = Stack::new(size).unwrap_or_else(|e| panic!("Runtime::run could not map its green thread's stack: {e}"));
+    let size = crate::stack::validate_stack_size(
+        handle.shared.config.stack_size.max(HOST_MIN_STACK),
+        "stack_size",
+    )
+    .expect("a validated stack size");
+    let stack = Stack::new(size)
+        .unwrap_or_else(|e| panic!("Runtime::run could not map its green thread's stack: {e}"));
     let green = green::new_host(entry, stack);
 
     // From here until the green thread completes, unwinding out of this frame would
@@ -93,7 +97,10 @@ where
     // SAFETY: it completed; we hold it.
     let (stack, _) = unsafe { green.take_finished() };
     drop(stack);
-    match result.take().expect("the host green thread stored its result") {
+    match result
+        .take()
+        .expect("the host green thread stored its result")
+    {
         Ok(value) => value,
         Err(payload) => resume_unwind(payload),
     }

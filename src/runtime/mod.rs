@@ -82,7 +82,9 @@ impl Shared {
         context::with_local(|local| {
             if let Some(core) = local.worker_of(self) {
                 if core.index == index {
-                    core.run_queue.borrow_mut().push_back(green.take().expect("green"));
+                    core.run_queue
+                        .borrow_mut()
+                        .push_back(green.take().expect("green"));
                 }
             }
         });
@@ -137,16 +139,22 @@ pub(crate) fn cancel_queued(task: Task) {
 /// The live future tasks of a runtime, so shutdown can drop the ones nobody will poll.
 /// Sharded by id to keep spawns on different workers off each other's lock.
 pub(crate) struct TaskList {
-    shards: Box<[Mutex<HashMap<u64, Arc<FutureTask>>>]>,
+    shards: Box<[Mutex<TaskShard>]>,
 }
+
+type TaskShard = HashMap<u64, Arc<FutureTask>>;
 
 impl TaskList {
     fn new() -> TaskList {
-        TaskList { shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect() }
+        TaskList {
+            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
     }
 
-    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<FutureTask>>> {
-        self.shards[id as usize % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, TaskShard> {
+        self.shards[id as usize % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn insert(&self, task: Arc<FutureTask>) {
@@ -196,7 +204,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("handle", &self.handle).finish()
+        f.debug_struct("Runtime")
+            .field("handle", &self.handle)
+            .finish()
     }
 }
 
@@ -207,17 +217,27 @@ impl Runtime {
     }
 
     fn start(config: Config) -> io::Result<Runtime> {
-        let deques: Vec<_> = (0..config.worker_threads).map(|_| crossbeam_deque::Worker::new_fifo()).collect();
+        let deques: Vec<_> = (0..config.worker_threads)
+            .map(|_| crossbeam_deque::Worker::new_fifo())
+            .collect();
         let shared = Arc::new(Shared {
             injector: Injector::new(),
-            workers: deques.iter().map(|d| worker::WorkerShared::new(d.stealer())).collect(),
+            workers: deques
+                .iter()
+                .map(|d| worker::WorkerShared::new(d.stealer()))
+                .collect(),
             idle: idle::Idle::new(config.worker_threads),
             shutdown: AtomicBool::new(false),
             live_greens: Arc::new(AtomicUsize::new(0)),
             tasks: TaskList::new(),
             config,
         });
-        let mut runtime = Runtime { handle: Handle { shared: shared.clone() }, threads: Vec::new() };
+        let mut runtime = Runtime {
+            handle: Handle {
+                shared: shared.clone(),
+            },
+            threads: Vec::new(),
+        };
         for (index, deque) in deques.into_iter().enumerate() {
             let shared = shared.clone();
             let name = format!("{}-{index}", shared.config.thread_name);

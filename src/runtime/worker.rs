@@ -45,7 +45,11 @@ pub(crate) struct WorkerShared {
 
 impl WorkerShared {
     pub(crate) fn new(stealer: Stealer<Task>) -> WorkerShared {
-        WorkerShared { stealer, inbox: Injector::new(), thread: OnceLock::new() }
+        WorkerShared {
+            stealer,
+            inbox: Injector::new(),
+            thread: OnceLock::new(),
+        }
     }
 
     pub(crate) fn unpark(&self) {
@@ -115,7 +119,11 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         searching: Cell::new(false),
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
     };
-    let local = Local { handle: super::Handle { shared }, timers: RefCell::default(), worker: Some(core) };
+    let local = Local {
+        handle: super::Handle { shared },
+        timers: RefCell::default(),
+        worker: Some(core),
+    };
     let _enter = super::context::enter(&local);
     let core = local.worker.as_ref().expect("worker core");
     core.run_loop(&local);
@@ -144,7 +152,7 @@ impl Core {
     fn next_local(&self, local: &Local) -> Option<Task> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick % GLOBAL_INTERVAL == 0 {
+        if tick.is_multiple_of(GLOBAL_INTERVAL) {
             crate::time::fire_due(&local.timers);
             self.drain_inbox();
             if let Some(task) = steal_one(|| self.shared.injector.steal()) {
@@ -202,7 +210,9 @@ impl Core {
             if victim == self.index {
                 continue;
             }
-            if let Some(task) = steal_one(|| workers[victim].stealer.steal_batch_and_pop(&self.deque)) {
+            if let Some(task) =
+                steal_one(|| workers[victim].stealer.steal_batch_and_pop(&self.deque))
+            {
                 #[cfg(feature = "tracing")]
                 if let Task::Green(green) = &task {
                     crate::trace::sched_event("steal", green.identity.id());
@@ -233,7 +243,11 @@ impl Core {
             || !shared.workers[self.index].inbox.is_empty()
             || !shared.injector.is_empty()
             || shared.workers.iter().any(|w| !w.stealer.is_empty())
-            || local.timers.borrow_mut().next_deadline().is_some_and(|d| d <= Instant::now())
+            || local
+                .timers
+                .borrow_mut()
+                .next_deadline()
+                .is_some_and(|d| d <= Instant::now())
     }
 
     fn park(&self, local: &Local) {
