@@ -1,0 +1,6 @@
+#[greenrt_macros::main]
+pub struct Config {
+    workers: usize,
+}
+
+fn main() {}

@@ -1,0 +1,2 @@
+#[greenrt_macros::main(workers = 4)]
+fn main() {}
