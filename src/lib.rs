@@ -44,6 +44,8 @@
 //! See README.md's CAVEATS for what this means for user code.
 
 mod arch;
+#[doc(hidden)]
+pub mod bench;
 mod bridge;
 mod green;
 mod join;

@@ -19,7 +19,7 @@
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86_64::{init_stack, switch};
+pub(crate) use x86_64::{init_stack, init_stack_naked, switch, switch_naked};
 
 #[cfg(not(all(target_arch = "x86_64", unix)))]
 compile_error!(

@@ -1,10 +1,12 @@
 //! x86_64 System V context switch.
 //!
 //! # What is saved
-//! The SysV ABI makes rbx, rbp, r12, r13, r14, r15 and rsp callee-saved; everything
-//! else (rax, rcx, rdx, rsi, rdi, r8-r11, xmm0-15, the flags) may be clobbered by any
-//! call, so the compiler already keeps nothing live in them across our `call switch`.
-//! [`switch`] therefore pushes exactly six registers, swaps stack pointers and pops six.
+//! The SysV ABI makes rbx, rbp, r12-r15 and rsp callee-saved; everything else (rax, rcx,
+//! rdx, rsi, rdi, r8-r11, xmm0-15, the flags) may be clobbered by any call. [`switch`]
+//! is inline `asm!` that pushes rbx and rbp by hand (LLVM reserves them, so they cannot
+//! be asm operands) and declares r12-r15 and every caller-saved register clobbered
+//! (`clobber_abi("sysv64")`), so the compiler saves only the registers it actually has
+//! live at each switch site: often none at all.
 //!
 //! Not saved: MXCSR and the x87 control word. They are callee-saved too, but changing
 //! them is rare and saving them costs two extra instructions on every switch; green code
@@ -13,33 +15,38 @@
 //! # Layout of a suspended context
 //! ```text
 //!   higher addresses
-//!   | return address   |  <- where `switch` returns when this context resumes
 //!   | rbp              |
 //!   | rbx              |
-//!   | r12              |
-//!   | r13              |
-//!   | r14              |
-//!   | r15              |  <- saved StackPointer
+//!   | resume address   |  <- saved StackPointer (label `2:` inside its switch)
 //!   lower addresses
 //! ```
-//! A fresh stack from [`init_stack`] looks the same, with the trampoline as the return
-//! address, the entry function in r12 and its argument in rbx.
+//! A fresh stack from [`init_stack`] holds, from the saved pointer up: the trampoline's
+//! address (the "resume address"), the entry's argument and the entry function.
+//!
+//! # Why inline asm and `jmp`, not a naked function and `ret`
+//! Both were measured (`RawSwitch` in `bench.rs`, same run, this 2-core VM): a naked
+//! `switch` function (push six registers, swap rsp, pop six, `ret`) took 15.1 ns per
+//! round trip, this inline version 2.3 ns, corosensei 2.5 ns. The naked version's `ret`
+//! always returns to the *other* context's call site, which the CPU's return-stack
+//! predictor never expects: one misprediction per switch. Here the resume is an
+//! indirect `jmp`, predicted by the branch target buffer, and no call/ret pair is
+//! broken. The naked version is kept below as the measured alternative.
 //!
 //! # Unwinding and backtraces
 //! Unwinding never crosses a switch: the green entry function catches every panic
 //! (green.rs). Backtraces walk the green stack frame by frame and must stop at its
 //! first frame instead of reading past the top of the mapping. The trampoline's CFI says
 //! `.cfi_undefined rip`, which is how DWARF marks the outermost frame (glibc's `_start`
-//! and `clone` do the same), and it starts with rbp = 0 for frame-pointer walkers such
-//! as perf. `switch` itself needs no CFI: no backtrace is ever taken while inside it.
+//! and `clone` do the same), and it zeroes rbp for frame-pointer walkers such as perf.
+//! The switch itself needs no CFI: no backtrace is ever taken while inside it.
 
 use super::{EntryFn, StackPointer};
 use core::arch::naked_asm;
 
-/// Saves the current context's callee-saved registers on its stack, stores its stack
-/// pointer in `*from`, then restores the context saved at `to` and returns into it.
-/// From the caller's point of view, the call returns when some other context switches
-/// back to the pointer stored in `*from`.
+/// Saves the current context (rbx, rbp and a resume address on its stack; everything
+/// else through the clobber list), stores its stack pointer in `*from`, and resumes the
+/// context saved at `to`. Returns when some other context switches back to the pointer
+/// stored in `*from`.
 ///
 /// # Safety
 /// - `from` must be valid for a write of one pointer.
@@ -48,36 +55,39 @@ use core::arch::naked_asm;
 ///   until it switches away again.
 /// - The caller must be on the OS thread that last ran `to` (if `to` has ever run):
 ///   thread-local addresses may be cached in its saved frames (design.md, section 2).
-#[unsafe(naked)]
-pub(crate) unsafe extern "sysv64" fn switch(from: *mut StackPointer, to: StackPointer) {
-    naked_asm!(
-        // The `call` that brought us here pushed the return address. Save the six
-        // callee-saved registers below it; this is the layout documented above.
-        "push rbp",
-        "push rbx",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        // Publish where this context's registers are (rdi = from).
-        "mov [rdi], rsp",
-        // Adopt the other context's stack (rsi = to) ...
-        "mov rsp, rsi",
-        // ... restore its registers in the reverse order of the pushes ...
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "pop rbx",
-        "pop rbp",
-        // ... and return to where it called `switch` (or into the trampoline, for a
-        // stack laid out by `init_stack`).
-        "ret",
-    )
+#[inline(always)]
+pub(crate) unsafe fn switch(from: *mut StackPointer, to: StackPointer) {
+    // SAFETY: forwarded from the caller; the asm preserves every register the ABI
+    // requires across it (rbx and rbp by hand, the rest through the clobber list) and
+    // leaves rsp as it found it when this context resumes.
+    unsafe {
+        core::arch::asm!(
+            // rbx and rbp cannot be declared clobbered: save them on our stack.
+            "push rbp",
+            "push rbx",
+            // Where this context resumes: label 2 below.
+            "lea rax, [rip + 2f]",
+            "push rax",
+            // Publish our stack pointer (rdi = from) and adopt the other's (rsi = to).
+            "mov [rdi], rsp",
+            "mov rsp, rsi",
+            // Jump (not ret) to the other context's resume address.
+            "pop rax",
+            "jmp rax",
+            // Resumed: restore what we pushed.
+            "2:",
+            "pop rbx",
+            "pop rbp",
+            in("rdi") from,
+            in("rsi") to,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            clobber_abi("sysv64"),
+        )
+    }
 }
 
-/// First code run on a fresh stack: `switch` returns here with the entry function in
-/// r12 and its argument in rbx (placed there by [`init_stack`]).
+/// First code run on a fresh stack: the first [`switch`] jumps here with the entry's
+/// argument and the entry function on top of the stack (placed by [`init_stack`]).
 #[unsafe(naked)]
 unsafe extern "sysv64" fn trampoline() -> ! {
     naked_asm!(
@@ -85,9 +95,12 @@ unsafe extern "sysv64" fn trampoline() -> ! {
         // The return address of this frame is undefined: unwinders and backtraces stop
         // here instead of walking off the top of the stack.
         ".cfi_undefined rip",
-        // rsp is 16-byte aligned here (see init_stack), as the call below requires.
-        "mov rdi, rbx",
-        "call r12",
+        "pop rdi", // the entry's argument
+        "pop rax", // the entry function
+        // rbp = 0 ends frame-pointer walks.
+        "xor ebp, ebp",
+        // rsp is 16-byte aligned here (see init_stack), as the call requires.
+        "call rax",
         // The entry function never returns; trap if it ever does.
         "ud2",
         ".cfi_endproc",
@@ -102,24 +115,87 @@ unsafe extern "sysv64" fn trampoline() -> ! {
 /// below it, not used by anything else while the context lives.
 pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, arg: *mut u8) -> StackPointer {
     debug_assert_eq!(top as usize % 16, 0, "stack top must be 16-byte aligned");
-    // Slots from the saved stack pointer upwards: r15 r14 r13 r12 rbx rbp, then the
-    // return address. After `switch` pops those seven words, rsp = sp + 56; the
-    // trampoline's `call` needs rsp 16-byte aligned, so sp + 56 = top - 16 (keeping
-    // one spare, zeroed 16-byte slot at the very top).
-    let sp = top.sub(72) as *mut usize;
-    let slots: [usize; 9] = [
-        0,                                // r15
-        0,                                // r14
-        0,                                // r13
-        entry as *const () as usize,      // r12: called by the trampoline
-        arg as usize,                     // rbx: becomes the entry's first argument
-        0,                                // rbp: 0 ends frame-pointer walks
-        trampoline as *const () as usize, // return address of the first switch
-        0,                                // spare
-        0,                                // spare
+    // The switch pops the resume address and jumps; the trampoline pops arg and entry,
+    // leaving rsp = sp + 24, which must be 16-byte aligned for its call: sp = top - 40.
+    let sp = top.wrapping_sub(40) as *mut usize;
+    let slots: [usize; 3] = [
+        trampoline as *const () as usize,
+        arg as usize,
+        entry as *const () as usize,
     ];
-    // SAFETY: the caller guarantees [top - 128, top) is writable and ours; we write
-    // 72 bytes below `top`, 8-byte aligned since top is 16-byte aligned.
+    // SAFETY: the caller guarantees the 40 bytes below `top` are ours to write; `sp` is
+    // 8-byte aligned because `top` is 16-byte aligned.
+    unsafe { core::ptr::copy_nonoverlapping(slots.as_ptr(), sp, slots.len()) };
+    sp as StackPointer
+}
+
+// ---------------------------------------------------------------------------------
+// The measured alternative: a naked function (benches only, see the module docs).
+// ---------------------------------------------------------------------------------
+
+/// [`switch`] as a naked function: push the six callee-saved registers, swap stack
+/// pointers, pop six, `ret`. Suspended layout, from the saved pointer up: r15 r14 r13
+/// r12 rbx rbp, return address.
+///
+/// # Safety
+/// As for [`switch`], with `to` from this function or [`init_stack_naked`].
+#[unsafe(naked)]
+pub(crate) unsafe extern "sysv64" fn switch_naked(from: *mut StackPointer, to: StackPointer) {
+    naked_asm!(
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        // Returns to the *other* context's call site: the return-stack predictor
+        // mispredicts this every time.
+        "ret",
+    )
+}
+
+/// First code on a fresh stack for [`switch_naked`]: entry in r12, argument in rbx.
+#[unsafe(naked)]
+unsafe extern "sysv64" fn trampoline_naked() -> ! {
+    naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined rip",
+        "mov rdi, rbx",
+        "call r12",
+        "ud2",
+        ".cfi_endproc",
+    )
+}
+
+/// Lays out a fresh stack for [`switch_naked`].
+///
+/// # Safety
+/// As for [`init_stack`].
+pub(crate) unsafe fn init_stack_naked(top: *mut u8, entry: EntryFn, arg: *mut u8) -> StackPointer {
+    debug_assert_eq!(top as usize % 16, 0, "stack top must be 16-byte aligned");
+    // After the six pops and the ret, rsp = sp + 56, which must be 16-byte aligned for
+    // the trampoline's call: sp = top - 72 (one spare 16-byte slot at the top).
+    let sp = top.wrapping_sub(72) as *mut usize;
+    let slots: [usize; 9] = [
+        0,                                      // r15
+        0,                                      // r14
+        0,                                      // r13
+        entry as *const () as usize,            // r12: called by the trampoline
+        arg as usize,                           // rbx: the entry's argument
+        0,                                      // rbp: 0 ends frame-pointer walks
+        trampoline_naked as *const () as usize, // return address of the first switch
+        0,
+        0,
+    ];
+    // SAFETY: the caller guarantees the 72 bytes below `top` are ours to write.
     unsafe { core::ptr::copy_nonoverlapping(slots.as_ptr(), sp, slots.len()) };
     sp as StackPointer
 }

@@ -1,0 +1,116 @@
+//! Support for benchmarks that need greenrt internals (hidden from the docs).
+//!
+//! It owns nothing the runtime uses. [`RawSwitch`] measures the bare context switch,
+//! without the scheduler, so it can be compared with other coroutine libraries.
+
+use crate::arch::{self, StackPointer};
+use crate::stack::{Stack, DEFAULT_STACK_SIZE};
+use std::marker::PhantomData;
+
+/// Which implementation of the switch to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// A naked function (the measured alternative).
+    Naked,
+    /// Inline `asm!` with `clobber_abi` (what the runtime uses).
+    InlineAsm,
+}
+
+struct Inner {
+    sp: StackPointer,
+    caller_sp: StackPointer,
+    variant: Variant,
+}
+
+/// A coroutine that does nothing but switch back: `round_trip` resumes it and it
+/// suspends at once, so one call is one resume plus one suspend.
+///
+/// Not `Send`: a context is only ever resumed on the thread that created it.
+pub struct RawSwitch {
+    inner: Box<Inner>,
+    _stack: Stack,
+    _not_send: PhantomData<*const ()>,
+}
+
+unsafe extern "sysv64" fn bounce(arg: *mut u8) -> ! {
+    let inner = arg as *mut Inner;
+    loop {
+        // SAFETY: `inner` outlives the coroutine (RawSwitch owns both and never resumes
+        // it after drop); `caller_sp` was stored by the round_trip that resumed us.
+        unsafe {
+            match (*inner).variant {
+                Variant::Naked => {
+                    arch::switch_naked(std::ptr::addr_of_mut!((*inner).sp), (*inner).caller_sp)
+                }
+                Variant::InlineAsm => {
+                    arch::switch(std::ptr::addr_of_mut!((*inner).sp), (*inner).caller_sp)
+                }
+            }
+        }
+    }
+}
+
+impl RawSwitch {
+    /// A new coroutine on a fresh greenrt stack.
+    pub fn new(variant: Variant) -> RawSwitch {
+        let stack = Stack::new(DEFAULT_STACK_SIZE).expect("map a stack");
+        let mut inner = Box::new(Inner {
+            sp: std::ptr::null_mut(),
+            caller_sp: std::ptr::null_mut(),
+            variant,
+        });
+        let arg = &mut *inner as *mut Inner as *mut u8;
+        // SAFETY: the stack is fresh, ours and 16-byte aligned at the top; `arg` points
+        // to the boxed Inner, which does not move and lives as long as the stack.
+        inner.sp = unsafe {
+            match variant {
+                Variant::Naked => arch::init_stack_naked(stack.top(), bounce, arg),
+                Variant::InlineAsm => arch::init_stack(stack.top(), bounce, arg),
+            }
+        };
+        RawSwitch {
+            inner,
+            _stack: stack,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Resumes the coroutine, which switches straight back.
+    #[inline]
+    pub fn round_trip(&mut self) {
+        let inner = &mut *self.inner as *mut Inner;
+        // SAFETY: the coroutine is suspended (fresh or in `bounce`), was created on this
+        // thread (RawSwitch is !Send), and its stack lives in self.
+        unsafe {
+            match (*inner).variant {
+                Variant::Naked => {
+                    arch::switch_naked(std::ptr::addr_of_mut!((*inner).caller_sp), (*inner).sp)
+                }
+                Variant::InlineAsm => {
+                    arch::switch(std::ptr::addr_of_mut!((*inner).caller_sp), (*inner).sp)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_variants_round_trip_and_preserve_caller_state() {
+        for variant in [Variant::Naked, Variant::InlineAsm] {
+            let mut raw = RawSwitch::new(variant);
+            // Values live across the switches sit in callee-saved registers or on our
+            // stack; both must survive.
+            let mut acc = 0u64;
+            for i in 0..10_000u64 {
+                raw.round_trip();
+                acc = acc.wrapping_mul(31).wrapping_add(i);
+            }
+            let expected = (0..10_000u64).fold(0u64, |a, i| a.wrapping_mul(31).wrapping_add(i));
+            assert_eq!(acc, expected, "{variant:?}");
+        }
+    }
+}
