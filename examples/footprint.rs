@@ -18,12 +18,21 @@ fn rss_kib() -> u64 {
 }
 
 fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let rt = greenrt::runtime::Builder::new().worker_threads(2).build().unwrap();
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let rt = greenrt::runtime::Builder::new()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     rt.run(|| {
         // Warm up: let the workers, allocator and pools reach their steady state.
         for _ in 0..1000 {

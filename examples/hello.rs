@@ -19,7 +19,8 @@ fn main() {
                 greenrt::sleep(Duration::from_millis(50));
                 greenrt::yield_now();
                 // Wait on any future: here, one a future task completes.
-                let doubled = greenrt::block_on(greenrt::spawn_async(async move { i * 2 })).unwrap();
+                let doubled =
+                    greenrt::block_on(greenrt::spawn_async(async move { i * 2 })).unwrap();
                 (doubled, std::thread::current().id())
             })
         })

@@ -15,7 +15,10 @@ fn main() {
         .with_thread_names(true)
         .init();
 
-    let rt = greenrt::runtime::Builder::new().worker_threads(1).build().unwrap();
+    let rt = greenrt::runtime::Builder::new()
+        .worker_threads(1)
+        .build()
+        .unwrap();
     rt.run(|| {
         let handles: Vec<_> = ["alpha", "beta"]
             .into_iter()

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 #[greenrt::test(worker_threads = 2)]
 fn test_body_runs_as_a_green_thread() {
-    assert!(greenrt::current().is_some(), "the body must be a green thread");
+    assert!(
+        greenrt::current().is_some(),
+        "the body must be a green thread"
+    );
     let handle = greenrt::spawn(|| {
         greenrt::sleep(Duration::from_millis(1));
         std::thread::current().name().map(str::to_owned)
@@ -16,12 +19,18 @@ fn test_body_runs_as_a_green_thread() {
 #[greenrt::test(worker_threads = 3)]
 fn worker_threads_setting_reaches_the_runtime() {
     let handle = greenrt::runtime::Handle::current();
-    assert!(format!("{handle:?}").contains("worker_threads: 3"), "{handle:?}");
+    assert!(
+        format!("{handle:?}").contains("worker_threads: 3"),
+        "{handle:?}"
+    );
 }
 
 #[greenrt::test]
 async fn async_test_body_is_driven_by_block_on() {
-    assert!(greenrt::current().is_none(), "an async body is not a green thread");
+    assert!(
+        greenrt::current().is_none(),
+        "an async body is not a green thread"
+    );
     let green = greenrt::spawn(|| 20);
     let task = greenrt::spawn_async(async { 22 });
     greenrt::time::sleep(Duration::from_millis(1)).await;
