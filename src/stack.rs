@@ -240,11 +240,13 @@ pub(crate) fn reserve(
             ),
         ));
     }
-    let mut reservation = Reservation { runtime_live: None };
+    let mut runtime_live = None;
     if let Some((cap, live)) = runtime_cap {
         if live.fetch_add(1, Ordering::Relaxed) >= cap {
             live.fetch_sub(1, Ordering::Relaxed);
-            drop(reservation);
+            // Undo the process-wide place by hand: dropping a Reservation would count
+            // as a green thread finishing, which spawners waiting for room watch for.
+            LIVE.fetch_sub(1, Ordering::Relaxed);
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 format!(
@@ -253,9 +255,9 @@ pub(crate) fn reserve(
                 ),
             ));
         }
-        reservation.runtime_live = Some(live.clone());
+        runtime_live = Some(live.clone());
     }
-    Ok(reservation)
+    Ok(Reservation { runtime_live })
 }
 
 #[cfg(test)]
@@ -299,6 +301,26 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_refused_reservation_is_not_counted_as_a_finished_green_thread() {
+        let live = std::sync::Arc::new(AtomicUsize::new(0));
+        let held = reserve(Some((1, &live))).unwrap();
+        let finished = finished_count();
+        for _ in 0..10 {
+            assert!(reserve(Some((1, &live))).is_err());
+        }
+        // Other tests in this process may finish green threads meanwhile, but never ten
+        // of ours: the refused attempts must not look like progress.
+        assert!(
+            finished_count() - finished < 10,
+            "refusals were counted as releases"
+        );
+        assert_eq!(live.load(Ordering::Relaxed), 1);
+        drop(held);
+        assert_eq!(live.load(Ordering::Relaxed), 0);
+        assert!(reserve(Some((1, &live))).is_ok());
     }
 
     #[test]

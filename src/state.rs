@@ -26,7 +26,11 @@
 //! - a wake while RUNNING only sets NOTIFIED; the worker, after the green thread has
 //!   switched back to it (so it is no longer on its stack), turns RUNNING into idle, or,
 //!   when NOTIFIED is set, into SCHEDULED and requeues it itself;
-//! - only a worker holding it from a queue (SCHEDULED) may start running it.
+//! - only a worker holding it from a queue (SCHEDULED) may start running it;
+//! - a green thread that *yields* stays RUNNING: it waits in its worker's private queue,
+//!   which no other thread can reach, so nobody needs to learn it is off the CPU, and a
+//!   yield costs no atomic operation. A wake meanwhile sets NOTIFIED, which at worst
+//!   causes one spurious poll later.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -144,19 +148,6 @@ impl State {
                 Err(actual) => cur = actual,
             }
         }
-    }
-
-    /// RUNNING → SCHEDULED for a yield: the worker requeues it at the back.
-    pub(crate) fn yield_running(&self) {
-        let prev = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                Some((cur & !(RUNNING | NOTIFIED)) | SCHEDULED)
-            });
-        debug_assert!(
-            prev.is_ok_and(|p| p & RUNNING != 0 && p & SCHEDULED == 0),
-            "greenrt bug: yield from a green thread that was not running"
-        );
     }
 
     /// RUNNING → COMPLETE.

@@ -78,10 +78,9 @@ where
                 break;
             }
             Suspend::Yield => {
-                // Nothing else runs on this thread; let due timers fire, then go on.
+                // Nothing else runs on this thread; let due timers fire, then go on. Like
+                // on a worker, a yield leaves it RUNNING.
                 crate::time::fire_due(&local.timers);
-                green.state.yield_running();
-                green.state.start_run();
             }
             Suspend::Park => {
                 if green.state.stop_running() == AfterRun::Idle {

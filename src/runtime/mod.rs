@@ -82,9 +82,12 @@ impl Shared {
         context::with_local(|local| {
             if let Some(core) = local.worker_of(self) {
                 if core.index == index {
-                    core.run_queue
-                        .borrow_mut()
-                        .push_back(green.take().expect("green"));
+                    let green = green.take().expect("green");
+                    let runnable = worker::Runnable {
+                        green,
+                        yielded: false,
+                    };
+                    core.run_queue.borrow_mut().push_back(runnable);
                 }
             }
         });

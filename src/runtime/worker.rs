@@ -92,12 +92,19 @@ impl LiveTable {
     }
 }
 
+/// An entry of the private run queue.
+pub(crate) struct Runnable {
+    pub(crate) green: Arc<GreenThread>,
+    /// It yielded and is still RUNNING (see `Core::run_green`), rather than SCHEDULED.
+    pub(crate) yielded: bool,
+}
+
 /// A worker's own state, on its thread only.
 pub(crate) struct Core {
     pub(crate) index: usize,
     shared: Arc<Shared>,
     pub(crate) deque: Worker<Task>,
-    pub(crate) run_queue: RefCell<VecDeque<Arc<GreenThread>>>,
+    pub(crate) run_queue: RefCell<VecDeque<Runnable>>,
     stacks: RefCell<StackPool>,
     live: RefCell<LiveTable>,
     tick: Cell<u32>,
@@ -149,32 +156,32 @@ impl Core {
     }
 
     /// The next task from this worker's own queues (and, periodically, the injector).
-    fn next_local(&self, local: &Local) -> Option<Task> {
+    fn next_local(&self, local: &Local) -> Option<Next> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
         if tick.is_multiple_of(GLOBAL_INTERVAL) {
             crate::time::fire_due(&local.timers);
             self.drain_inbox();
             if let Some(task) = steal_one(|| self.shared.injector.steal()) {
-                return Some(task);
+                return Some(Next::Task(task));
             }
         }
         if tick % 2 == 1 {
-            if let Some(green) = self.pop_run_queue() {
-                return Some(Task::Green(green));
+            if let Some(runnable) = self.pop_run_queue() {
+                return Some(Next::Started(runnable));
             }
         }
         if let Some(task) = self.deque.pop() {
-            return Some(task);
+            return Some(Next::Task(task));
         }
-        if let Some(green) = self.pop_run_queue() {
-            return Some(Task::Green(green));
+        if let Some(runnable) = self.pop_run_queue() {
+            return Some(Next::Started(runnable));
         }
         self.drain_inbox();
-        self.pop_run_queue().map(Task::Green)
+        self.pop_run_queue().map(Next::Started)
     }
 
-    fn pop_run_queue(&self) -> Option<Arc<GreenThread>> {
+    fn pop_run_queue(&self) -> Option<Runnable> {
         self.run_queue.borrow_mut().pop_front()
     }
 
@@ -185,23 +192,26 @@ impl Core {
         }
         let mut run_queue = self.run_queue.borrow_mut();
         while let Some(green) = steal_one(|| inbox.steal()) {
-            run_queue.push_back(green);
+            run_queue.push_back(Runnable {
+                green,
+                yielded: false,
+            });
         }
     }
 
     /// Looks for work beyond this worker's queues: due timers, the injector, then the
     /// other workers' deques.
-    fn search(&self, local: &Local) -> Option<Task> {
+    fn search(&self, local: &Local) -> Option<Next> {
         crate::time::fire_due(&local.timers);
-        if let Some(task) = self.next_local(local) {
-            return Some(task);
+        if let Some(next) = self.next_local(local) {
+            return Some(next);
         }
         if !self.searching.get() {
             self.searching.set(true);
             self.shared.idle.start_searching();
         }
         if let Some(task) = steal_one(|| self.shared.injector.steal_batch_and_pop(&self.deque)) {
-            return Some(task);
+            return Some(Next::Task(task));
         }
         let workers = &self.shared.workers;
         let start = self.next_random() as usize % workers.len();
@@ -217,7 +227,7 @@ impl Core {
                 if let Task::Green(green) = &task {
                     crate::trace::sched_event("steal", green.identity.id());
                 }
-                return Some(task);
+                return Some(Next::Task(task));
             }
         }
         None
@@ -276,22 +286,32 @@ impl Core {
         }
     }
 
-    fn run_task(&self, task: Task) {
+    fn run_task(&self, next: Next) {
         if self.searching.replace(false) && self.shared.idle.stop_searching() {
             // The last searcher found work: hand the search to another worker in case
             // more is queued.
             self.shared.notify_one();
         }
-        match task {
-            Task::Green(green) => self.run_green(green),
-            Task::Future(task) => {
+        match next {
+            Next::Started(Runnable { green, yielded }) => self.run_green(green, yielded),
+            Next::Task(Task::Green(green)) => self.run_green(green, false),
+            Next::Task(Task::Future(task)) => {
                 task.run(|task| self.deque.push(Task::Future(task)));
             }
         }
     }
 
-    fn run_green(&self, green: Arc<GreenThread>) {
-        let previous = green.state.start_run();
+    /// Runs a green thread until it suspends. `yielded`: it is coming back from a
+    /// yield, still RUNNING (a yield leaves the state word alone: the green thread sits
+    /// in this worker's private queue, which nobody else can reach, and a wake meanwhile
+    /// only sets NOTIFIED). Otherwise it was SCHEDULED and we take it to RUNNING.
+    fn run_green(&self, green: Arc<GreenThread>, yielded: bool) {
+        let previous = if yielded {
+            debug_assert!(green.state.load() & crate::state::RUNNING != 0);
+            green.state.load()
+        } else {
+            green.state.start_run()
+        };
         // SAFETY: we hold it RUNNING (start_run above).
         if !unsafe { green.is_started() } {
             if previous & CANCELLED != 0 {
@@ -323,12 +343,17 @@ impl Core {
         let why = unsafe { green::resume(&green) };
         match why {
             Suspend::Yield => {
-                green.state.yield_running();
-                self.run_queue.borrow_mut().push_back(green);
+                self.run_queue.borrow_mut().push_back(Runnable {
+                    green,
+                    yielded: true,
+                });
             }
             Suspend::Park => {
                 if green.state.stop_running() == AfterRun::Requeue {
-                    self.run_queue.borrow_mut().push_back(green);
+                    self.run_queue.borrow_mut().push_back(Runnable {
+                        green,
+                        yielded: false,
+                    });
                 }
             }
             Suspend::Complete => self.reclaim(&green),
@@ -379,6 +404,14 @@ impl Core {
         }
         self.shared.drain_injector();
     }
+}
+
+/// What the loop runs next.
+enum Next {
+    /// A started green thread from the private queue.
+    Started(Runnable),
+    /// Stealable work: an unstarted green thread or a future task.
+    Task(Task),
 }
 
 /// Retries a steal until it succeeds or finds the queue empty.
