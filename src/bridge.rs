@@ -72,7 +72,6 @@ pub(crate) fn warn_blocking_while_unwinding(green: &GreenThread, what: &str) {
 }
 
 fn block_on_green<F: Future>(green: &GreenThread, fut: F) -> F::Output {
-    green::check_cancelled(green);
     let mut fut = pin!(fut);
     // SAFETY: `green` is the running green thread; its resumer holds an Arc to it for
     // as long as it runs, which covers this whole call.

@@ -389,10 +389,14 @@ fn switch_out(green: &GreenThread, why: Suspend) {
 }
 
 /// Suspends the current green thread (`why` is Yield or Park). Returns when it is
-/// resumed; unwinds with [`Cancelled`] if it was cancelled meanwhile.
+/// resumed; unwinds with [`Cancelled`] if it was cancelled by then.
+///
+/// Cancellation is checked only after the switch: a cancel that arrived while running
+/// set NOTIFIED too, so the worker resumes it at once and it unwinds here. A green thread
+/// that caught [`Cancelled`] and suspends again therefore really suspends, and at
+/// shutdown is leaked rather than spun (design.md, section 2).
 pub(crate) fn suspend(green: &GreenThread, why: Suspend) {
     debug_assert!(why != Suspend::Complete);
-    check_cancelled(green);
     switch_out(green, why);
     check_cancelled(green);
 }
