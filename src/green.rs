@@ -23,6 +23,7 @@
 //! unmapped): code on a suspended stack may have lent pointers into it.
 
 use crate::arch::{self, StackPointer};
+use crate::join::Publish;
 use crate::stack::{Reservation, Stack};
 use crate::state::State;
 use std::cell::{Cell, UnsafeCell};
@@ -184,6 +185,8 @@ struct RunState {
     caller_sp: StackPointer,
     why: Suspend,
     reservation: Option<Reservation>,
+    /// Its JoinHandle's packet, published once it has completely finished.
+    outcome: Option<Arc<dyn Publish>>,
     /// Index in the home worker's table of live green threads.
     slot: usize,
 }
@@ -217,6 +220,7 @@ impl GreenThread {
         stack_size: usize,
         entry: Entry,
         reservation: Option<Reservation>,
+        outcome: Option<Arc<dyn Publish>>,
     ) -> GreenThread {
         GreenThread {
             state: State::new_scheduled(),
@@ -232,6 +236,7 @@ impl GreenThread {
                 caller_sp: ptr::null_mut(),
                 why: Suspend::Park,
                 reservation,
+                outcome,
                 slot: usize::MAX,
             }),
         }
@@ -263,6 +268,7 @@ impl GreenThread {
             }
         }
         drop(run.reservation.take());
+        publish(run.outcome.take());
     }
 
     /// Gives a fresh green thread its stack and home, ready for its first [`resume`].
@@ -297,6 +303,17 @@ impl GreenThread {
         (run.stack.take(), run.slot)
     }
 
+    /// Tells its JoinHandle it has finished. Called by its worker after its last switch
+    /// out (and after the stack is back in the pool), so `join()` never returns while
+    /// any of its code still runs.
+    ///
+    /// # Safety
+    /// The caller holds it and it has finished (completed or never started).
+    pub(crate) unsafe fn publish_outcome(&self) {
+        // SAFETY: forwarded from the caller.
+        publish(unsafe { (*self.run.get()).outcome.take() });
+    }
+
     /// Forgets the stack of a green thread that will never finish, so nothing unmaps
     /// memory its suspended frames may still point into.
     ///
@@ -307,6 +324,22 @@ impl GreenThread {
         let run = unsafe { &mut *self.run.get() };
         std::mem::forget(run.stack.take());
         std::mem::forget(run.entry.take());
+        // Its joiner must not wait forever: it ends, as far as anyone can see, cancelled.
+        if let Some(outcome) = run.outcome.take() {
+            outcome.publish_cancelled();
+        }
+    }
+}
+
+/// Publishes an outcome and drops our reference to it. The reference may be the last
+/// (a detached JoinHandle): dropping it drops the user's result, whose destructor must
+/// not unwind into the scheduler.
+fn publish(outcome: Option<Arc<dyn Publish>>) {
+    if let Some(outcome) = outcome {
+        outcome.publish();
+        if catch_unwind(AssertUnwindSafe(move || drop(outcome))).is_err() {
+            abort_with("a green thread's result panicked while being dropped");
+        }
     }
 }
 
@@ -322,7 +355,7 @@ impl Drop for GreenThread {
 /// Creates the host green thread of `Runtime::run`: started on its own stack, at home
 /// on the calling thread, already RUNNING.
 pub(crate) fn new_host(entry: Entry, stack: Stack) -> Arc<GreenThread> {
-    let mut green = GreenThread::new(Green::new(None), stack.usable(), entry, None);
+    let mut green = GreenThread::new(Green::new(None), stack.usable(), entry, None, None);
     green.state = State::new_running();
     let green = Arc::new(green);
     // SAFETY: it is RUNNING with no other holder, never started, and its home is this
@@ -357,22 +390,53 @@ pub(crate) fn current_ptr() -> *const GreenThread {
 /// # Safety
 /// The caller holds `green` RUNNING (it popped it, or is its host), keeps it alive until
 /// this returns, has prepared it, and is on its home thread.
+#[inline]
 pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     debug_assert!(green.state.load() & crate::state::RUNNING != 0);
-    let run = green.run.get();
     let outer = CURRENT.replace(green);
     #[cfg(feature = "tracing")]
+    if crate::trace::listening() {
+        // SAFETY: forwarded from the caller.
+        unsafe { resume_traced(green) };
+    } else {
+        // SAFETY: forwarded from the caller.
+        unsafe { switch_in(green) };
+    }
+    #[cfg(not(feature = "tracing"))]
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        switch_in(green)
+    };
+    CURRENT.set(outer);
+    // SAFETY: the green thread wrote `why` before switching back; it is suspended now.
+    unsafe { (*green.run.get()).why }
+}
+
+/// The switch of [`resume`] wrapped in the green thread's tracing slice. Kept out of
+/// line so that, with nobody listening, `resume` compiles to the same code as without
+/// the `tracing` feature.
+#[cfg(feature = "tracing")]
+#[inline(never)]
+#[cold]
+unsafe fn resume_traced(green: &GreenThread) {
     let slice = crate::trace::Slice::enter(&green.trace);
+    // SAFETY: forwarded from the caller.
+    unsafe { switch_in(green) };
+    drop(slice);
+}
+
+/// Switches from the resumer into `green` until it switches back.
+///
+/// # Safety
+/// As for [`resume`].
+#[inline(always)]
+unsafe fn switch_in(green: &GreenThread) {
+    let run = green.run.get();
     // SAFETY: `sp` is the green thread's saved context (from init_stack or its last
     // switch out); the caller guarantees it is not running anywhere, that this is its
     // home thread, and that the control block outlives the call. `caller_sp` is where
     // the green thread will find our context when it switches back.
     unsafe { arch::switch(ptr::addr_of_mut!((*run).caller_sp), (*run).sp) };
-    #[cfg(feature = "tracing")]
-    drop(slice);
-    CURRENT.set(outer);
-    // SAFETY: the green thread wrote `why` before switching back; it is suspended now.
-    unsafe { (*run).why }
 }
 
 /// Switches the running green thread back to its resumer; returns when resumed.

@@ -45,17 +45,16 @@ impl<T> Packet<T> {
 
     /// Stores the outcome and wakes the waiter. The first outcome wins.
     pub(crate) fn complete(&self, result: std::thread::Result<T>) {
-        let waiter = {
-            let mut inner = self.lock();
-            if self.finished.load(Ordering::Relaxed) {
-                return;
-            }
+        self.store(result);
+        self.publish();
+    }
+
+    /// Stores the outcome without telling anyone yet (see [`Publish`]). The first
+    /// outcome wins.
+    pub(crate) fn store(&self, result: std::thread::Result<T>) {
+        let mut inner = self.lock();
+        if inner.result.is_none() && !self.finished.load(Ordering::Relaxed) {
             inner.result = Some(result);
-            self.finished.store(true, Ordering::Release);
-            inner.waiter.take()
-        };
-        if let Some(waiter) = waiter {
-            waiter.wake();
         }
     }
 
@@ -77,6 +76,43 @@ impl<T> Packet<T> {
             _ => inner.waiter = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+/// Makes a stored outcome visible: `is_finished()` turns true and the waiter wakes.
+///
+/// A green thread stores its outcome on its own stack but is *published* by its worker
+/// only after its last switch out, so that when `join()` returns the green thread has
+/// completely finished: its tracing slice exited, its stack given back.
+pub(crate) trait Publish: Send + Sync {
+    fn publish(&self);
+    /// For a green thread that will never finish (leaked at shutdown): its outcome is
+    /// [`Cancelled`](crate::Cancelled).
+    fn publish_cancelled(&self);
+}
+
+impl<T: Send> Publish for Packet<T> {
+    fn publish(&self) {
+        Packet::publish(self)
+    }
+    fn publish_cancelled(&self) {
+        self.store(Err(Box::new(crate::Cancelled)));
+        Packet::publish(self)
+    }
+}
+
+impl<T> Packet<T> {
+    fn publish(&self) {
+        let waiter = {
+            let mut inner = self.lock();
+            if self.finished.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            inner.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
     }
 }
 

@@ -25,8 +25,17 @@ pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
 /// Largest usable stack size accepted by the builders.
 pub(crate) const MAX_STACK_SIZE: usize = 1024 * 1024 * 1024;
-/// Finished stacks kept per worker for reuse.
-pub(crate) const POOL_CAPACITY: usize = 64;
+/// Finished stacks kept per worker for reuse. Sized for bursts: a workload with a
+/// thousand green threads blocked at once per worker needs a thousand stacks again
+/// right after they finish (benches: ping_pong), and mapping one costs four system
+/// calls and a page fault.
+pub(crate) const POOL_CAPACITY: usize = 1024;
+/// Finished stacks kept by all pools of the process together; their mappings are set
+/// aside from the live budget.
+pub(crate) const POOL_TOTAL_CAPACITY: usize = 4096;
+
+/// Stacks currently held by all pools.
+static POOLED: AtomicUsize = AtomicUsize::new(0);
 
 /// The system page size.
 pub(crate) fn page_size() -> usize {
@@ -159,18 +168,30 @@ impl StackPool {
     pub(crate) fn take(&mut self, usable: usize) -> io::Result<Stack> {
         if usable == self.size {
             if let Some(stack) = self.stacks.pop() {
+                POOLED.fetch_sub(1, Ordering::Relaxed);
                 return Ok(stack);
             }
         }
         Stack::new(usable)
     }
 
-    /// Returns a stack whose green thread has finished. Unmapped when the pool is full
-    /// or the size is not the pooled one.
+    /// Returns a stack whose green thread has finished. Unmapped when this pool or all
+    /// pools together are full, or the size is not the pooled one.
     pub(crate) fn put(&mut self, stack: Stack) {
-        if stack.usable() == self.size && self.stacks.len() < POOL_CAPACITY {
-            self.stacks.push(stack);
+        if stack.usable() != self.size || self.stacks.len() >= POOL_CAPACITY {
+            return;
         }
+        if POOLED.fetch_add(1, Ordering::Relaxed) >= POOL_TOTAL_CAPACITY {
+            POOLED.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.stacks.push(stack);
+    }
+}
+
+impl Drop for StackPool {
+    fn drop(&mut self) {
+        POOLED.fetch_sub(self.stacks.len(), Ordering::Relaxed);
     }
 }
 
@@ -201,8 +222,8 @@ fn process_limit() -> usize {
             .map(|s| s.lines().count())
             .unwrap_or(1000);
         // Headroom for everything else the process maps later (libraries, thread stacks,
-        // allocator arenas) and for the stack pools.
-        let headroom = 4096 + in_use;
+        // allocator arenas) and for the stacks the pools keep (two mappings each).
+        let headroom = 4096 + in_use + 2 * POOL_TOTAL_CAPACITY;
         max_maps.saturating_sub(headroom) / 2
     })
 }
@@ -353,9 +374,23 @@ mod tests {
             pool.stacks.is_empty(),
             "a non-default size must not be pooled"
         );
-        for _ in 0..POOL_CAPACITY + 5 {
+        let extra: Vec<_> = (0..8)
+            .map(|_| Stack::new(DEFAULT_STACK_SIZE).unwrap())
+            .collect();
+        let before = POOLED.load(Ordering::Relaxed);
+        for stack in extra {
+            pool.put(stack);
+        }
+        assert_eq!(pool.stacks.len(), 8);
+        assert!(
+            POOLED.load(Ordering::Relaxed) >= before,
+            "pooled stacks are counted"
+        );
+        // Bounded: a pool already at capacity unmaps what it is given.
+        while pool.stacks.len() < POOL_CAPACITY {
             pool.put(Stack::new(DEFAULT_STACK_SIZE).unwrap());
         }
+        pool.put(Stack::new(DEFAULT_STACK_SIZE).unwrap());
         assert_eq!(pool.stacks.len(), POOL_CAPACITY);
     }
 }

@@ -14,8 +14,10 @@ use crate::runtime::Shared;
 use crate::state::{AfterRun, State, Wake, CANCELLED};
 use std::cell::UnsafeCell;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -33,7 +35,8 @@ trait TaskBody: Send {
 }
 
 struct Body<F: Future> {
-    future: F,
+    /// Dropped by hand in `Drop`, before the outcome is published.
+    future: ManuallyDrop<F>,
     packet: Arc<Packet<F::Output>>,
 }
 
@@ -47,7 +50,7 @@ where
         // Pin<Box<..>> and we never move `future` out; `packet` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => {
@@ -64,6 +67,10 @@ where
 
 impl<F: Future> Drop for Body<F> {
     fn drop(&mut self) {
+        // The future first, so that whoever learns of the cancellation can rely on its
+        // destructors having run.
+        // SAFETY: dropped exactly once, here; dropping in place keeps the pin promise.
+        unsafe { ManuallyDrop::drop(&mut self.future) };
         // Dropped before completing: it was cancelled. (After completion this is a
         // no-op: the first outcome wins.)
         self.packet.complete(Err(Box::new(Cancelled)));
@@ -76,6 +83,8 @@ pub(crate) struct FutureTask {
     pub(crate) identity: Green,
     shared: Arc<Shared>,
     body: UnsafeCell<Option<Pin<Box<dyn TaskBody>>>>,
+    /// Its key in the runtime's task list, set right after spawning.
+    key: AtomicUsize,
 }
 
 // SAFETY: `body` is touched only by the holder of the RUNNING state (state.rs admits
@@ -98,7 +107,11 @@ impl FutureTask {
             state: State::new_scheduled(),
             identity: Green::new(None),
             shared,
-            body: UnsafeCell::new(Some(Box::pin(Body { future, packet }))),
+            body: UnsafeCell::new(Some(Box::pin(Body {
+                future: ManuallyDrop::new(future),
+                packet,
+            }))),
+            key: AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -142,7 +155,13 @@ impl FutureTask {
             );
         }
         self.state.complete();
-        self.shared.tasks.remove(self.identity.id());
+        self.shared.tasks.remove(self.key.load(Ordering::Acquire));
+    }
+
+    /// Registers it with its runtime's task list (before it is first queued).
+    pub(crate) fn register(self: &Arc<Self>) {
+        let key = self.shared.tasks.insert(self.clone());
+        self.key.store(key, Ordering::Release);
     }
 
     /// Cancels from a JoinHandle: dropped at its next poll.

@@ -30,6 +30,7 @@ use crate::green::{Green, GreenId};
 use std::cell::UnsafeCell;
 use tracing::dispatcher::{self, Dispatch};
 use tracing::span::Id;
+use tracing::subscriber::NoSubscriber;
 
 /// A green thread's tracing state.
 pub(crate) struct GreenTrace {
@@ -51,15 +52,25 @@ pub(crate) struct GreenTrace {
 unsafe impl Sync for GreenTrace {}
 
 impl GreenTrace {
+    fn silent() -> GreenTrace {
+        GreenTrace {
+            _span: tracing::Span::none(),
+            own: None,
+            dispatch: UnsafeCell::new(None),
+            scoped: UnsafeCell::new(false),
+            saved: UnsafeCell::new(Vec::new()),
+        }
+    }
+
     pub(crate) fn new(identity: &Green) -> GreenTrace {
         if !dispatcher::has_been_set() {
-            return GreenTrace {
-                _span: tracing::Span::none(),
-                own: None,
-                dispatch: UnsafeCell::new(None),
-                scoped: UnsafeCell::new(false),
-                saved: UnsafeCell::new(Vec::new()),
-            };
+            return GreenTrace::silent();
+        }
+        let dispatch = dispatcher::get_default(Dispatch::clone);
+        if dispatch.is::<NoSubscriber>() {
+            // A dispatcher existed once (e.g. a scoped one, since dropped), but nobody
+            // listens here now.
+            return GreenTrace::silent();
         }
         let span = tracing::debug_span!(
             target: "greenrt::green",
@@ -67,7 +78,6 @@ impl GreenTrace {
             id = identity.id().as_u64(),
             name = identity.name().unwrap_or(""),
         );
-        let dispatch = dispatcher::get_default(Dispatch::clone);
         let scoped = !is_global(&dispatch);
         GreenTrace {
             own: span.id(),
@@ -107,6 +117,13 @@ fn is_global(dispatch: &Dispatch) -> bool {
     &prefix.seen[..prefix.len] == b"Dispatch::Global"
 }
 
+/// Whether any tracing dispatcher has ever been set: until then greenrt does no tracing
+/// work at all on a switch.
+#[inline(always)]
+pub(crate) fn listening() -> bool {
+    dispatcher::has_been_set()
+}
+
 /// One slice of a green thread's execution, from switch in to switch out.
 pub(crate) struct Slice<'a> {
     active: Option<Active<'a>>,
@@ -143,9 +160,14 @@ impl<'a> Slice<'a> {
             )
         };
         if dispatch_slot.is_none() {
-            // Spawned before any dispatcher existed: adopt this thread's default now,
-            // so user spans entered from here on are still kept per green thread.
-            *dispatch_slot = Some(dispatcher::get_default(Dispatch::clone));
+            // Spawned while nobody listened. If a (global) subscriber has been set since,
+            // adopt it now, so user spans entered from here on are still kept per green
+            // thread.
+            let current = dispatcher::get_default(Dispatch::clone);
+            if current.is::<NoSubscriber>() {
+                return None;
+            }
+            *dispatch_slot = Some(current);
             *scoped = false;
         }
         let dispatch = dispatch_slot.as_ref().expect("set above");
@@ -175,7 +197,6 @@ impl<'a> Slice<'a> {
 }
 
 impl Drop for Slice<'_> {
-    #[inline]
     fn drop(&mut self) {
         if let Some(active) = self.active.take() {
             active.exit();
@@ -184,7 +205,6 @@ impl Drop for Slice<'_> {
 }
 
 impl Active<'_> {
-    #[inline(never)]
     fn exit(self) {
         // SAFETY: we are the resumer (see the Sync impl).
         let saved = unsafe { &mut *self.trace.saved.get() };

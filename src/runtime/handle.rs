@@ -80,7 +80,7 @@ impl Handle {
         }
         let task = Arc::new(FutureTask::new(self.shared.clone(), future, packet.clone()));
         let identity = task.identity.clone();
-        self.shared.tasks.insert(task.clone());
+        task.register();
         self.shared.schedule(Task::Future(task.clone()));
         JoinHandle::new(packet, Target::Task(task), identity)
     }
@@ -109,7 +109,7 @@ impl Handle {
                 Start::Cancel => Err(dropped_closure_payload(f, Box::new(Cancelled))),
                 Start::Fail(error) => Err(dropped_closure_payload(f, Box::new(error))),
             };
-            entry_packet.complete(result);
+            entry_packet.store(result);
         });
         let stack_size = stack_size.unwrap_or(self.shared.config.stack_size);
         let green = Arc::new(GreenThread::new(
@@ -117,6 +117,7 @@ impl Handle {
             stack_size,
             entry,
             Some(reservation),
+            Some(packet.clone()),
         ));
         #[cfg(feature = "tracing")]
         crate::trace::sched_event("spawn", identity.id());

@@ -50,14 +50,7 @@ where
     // never outlives what it borrows. The entry is not Send and never leaves this thread.
     let entry: Entry = unsafe { std::mem::transmute::<Box<dyn FnOnce(Start) + '_>, Entry>(entry) };
 
-    let size = crate::stack::validate_stack_size(
-        handle.shared.config.stack_size.max(HOST_MIN_STACK),
-        "stack_size",
-    )
-    .expect("a validated stack size");
-    let stack = Stack::new(size)
-        .unwrap_or_else(|e| panic!("Runtime::run could not map its green thread's stack: {e}"));
-    let green = green::new_host(entry, stack);
+    let green = green::new_host(entry, take_host_stack(handle));
 
     // From here until the green thread completes, unwinding out of this frame would
     // leave its stack pointing at freed borrows: abort instead.
@@ -95,13 +88,50 @@ where
     std::mem::forget(bomb);
     // SAFETY: it completed; we hold it.
     let (stack, _) = unsafe { green.take_finished() };
-    drop(stack);
+    if let Some(stack) = stack {
+        give_back_host_stack(handle, stack);
+    }
     match result
         .take()
         .expect("the host green thread stored its result")
     {
         Ok(value) => value,
         Err(payload) => resume_unwind(payload),
+    }
+}
+
+/// How many finished host stacks a runtime keeps (one per thread calling `run` at once
+/// is typical).
+const HOST_STACKS_KEPT: usize = 4;
+
+/// A stack for a host green thread: a kept one, or a new mapping. Mapping 2 MiB plus a
+/// guard costs far more than the rest of a short `run`.
+fn take_host_stack(handle: &Handle) -> Stack {
+    let kept = handle
+        .shared
+        .host_stacks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop();
+    kept.unwrap_or_else(|| {
+        let size = crate::stack::validate_stack_size(
+            handle.shared.config.stack_size.max(HOST_MIN_STACK),
+            "stack_size",
+        )
+        .expect("a validated stack size");
+        Stack::new(size)
+            .unwrap_or_else(|e| panic!("Runtime::run could not map its green thread's stack: {e}"))
+    })
+}
+
+fn give_back_host_stack(handle: &Handle, stack: Stack) {
+    let mut kept = handle
+        .shared
+        .host_stacks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if kept.len() < HOST_STACKS_KEPT {
+        kept.push(stack);
     }
 }
 

@@ -23,7 +23,6 @@ use crate::green::GreenThread;
 use crate::state::{RUNNING, SCHEDULED};
 use crate::task::{FutureTask, Task};
 use crossbeam_deque::Injector;
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
@@ -50,6 +49,8 @@ pub(crate) struct Shared {
     /// Unfinished green threads, against `config.max_green_threads`.
     pub(crate) live_greens: Arc<AtomicUsize>,
     pub(crate) tasks: TaskList,
+    /// Stacks of finished `Runtime::run` green threads, kept for the next call.
+    pub(crate) host_stacks: Mutex<Vec<crate::stack::Stack>>,
 }
 
 impl Shared {
@@ -140,42 +141,69 @@ pub(crate) fn cancel_queued(task: Task) {
 }
 
 /// The live future tasks of a runtime, so shutdown can drop the ones nobody will poll.
-/// Sharded by id to keep spawns on different workers off each other's lock.
+/// Sharded slabs: a task's key (shard and index) is stored in the task, so insert and
+/// remove are a short lock, a Vec slot and no hashing; shards keep workers spawning at
+/// once off each other's lock.
 pub(crate) struct TaskList {
-    shards: Box<[Mutex<TaskShard>]>,
+    shards: Box<[Mutex<TaskSlab>]>,
 }
 
-type TaskShard = HashMap<u64, Arc<FutureTask>>;
+#[derive(Default)]
+struct TaskSlab {
+    slots: Vec<Option<Arc<FutureTask>>>,
+    free: Vec<usize>,
+}
+
+const TASK_SHARDS: usize = 16;
 
 impl TaskList {
     fn new() -> TaskList {
         TaskList {
-            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..TASK_SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
-    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, TaskShard> {
-        self.shards[id as usize % self.shards.len()]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, shard: usize) -> std::sync::MutexGuard<'_, TaskSlab> {
+        self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn insert(&self, task: Arc<FutureTask>) {
-        let id = task.identity.id().as_u64();
-        self.shard(id).insert(id, task);
+    /// Registers a task; returns the key to remove it with.
+    pub(crate) fn insert(&self, task: Arc<FutureTask>) -> usize {
+        let shard = task.identity.id().as_u64() as usize % TASK_SHARDS;
+        let mut slab = self.shard(shard);
+        let index = match slab.free.pop() {
+            Some(index) => {
+                slab.slots[index] = Some(task);
+                index
+            }
+            None => {
+                slab.slots.push(Some(task));
+                slab.slots.len() - 1
+            }
+        };
+        index * TASK_SHARDS + shard
     }
 
-    pub(crate) fn remove(&self, id: crate::GreenId) {
-        let id = id.as_u64();
-        let removed = self.shard(id).remove(&id);
+    pub(crate) fn remove(&self, key: usize) {
+        let removed = {
+            let mut slab = self.shard(key % TASK_SHARDS);
+            let index = key / TASK_SHARDS;
+            let removed = slab.slots.get_mut(index).and_then(Option::take);
+            if removed.is_some() {
+                slab.free.push(index);
+            }
+            removed
+        };
+        // Dropped outside the lock: it may be the last reference.
         drop(removed);
     }
 
     fn drain(&self) -> Vec<Arc<FutureTask>> {
         let mut all = Vec::new();
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            all.extend(shard.drain().map(|(_, task)| task));
+        for shard in 0..TASK_SHARDS {
+            let mut slab = self.shard(shard);
+            slab.free.clear();
+            all.extend(slab.slots.drain(..).flatten());
         }
         all
     }
@@ -233,6 +261,7 @@ impl Runtime {
             shutdown: AtomicBool::new(false),
             live_greens: Arc::new(AtomicUsize::new(0)),
             tasks: TaskList::new(),
+            host_stacks: Mutex::new(Vec::new()),
             config,
         });
         let mut runtime = Runtime {

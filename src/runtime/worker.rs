@@ -360,7 +360,7 @@ impl Core {
         }
     }
 
-    /// Takes back what a finished green thread held.
+    /// Takes back what a finished green thread held, then tells its JoinHandle.
     fn reclaim(&self, green: &GreenThread) {
         green.state.complete();
         // SAFETY: it switched out with Complete; we hold it.
@@ -369,6 +369,8 @@ impl Core {
         if let Some(stack) = stack {
             self.stacks.borrow_mut().put(stack);
         }
+        // SAFETY: as above.
+        unsafe { green.publish_outcome() };
     }
 
     /// Cancels everything at home here, then empties this worker's queues.
