@@ -385,6 +385,31 @@ pub(crate) fn current_ptr() -> *const GreenThread {
     CURRENT.get()
 }
 
+/// Called from the fault handler (overflow.rs): whether `address` lies in the guard
+/// page of the green thread running on this thread. Async-signal-safe: a const
+/// thread-local read and plain loads from that green thread's own control block.
+pub(crate) fn overflow_at(address: usize) -> Option<crate::overflow::Overflow> {
+    let green = CURRENT.get();
+    if green.is_null() {
+        return None;
+    }
+    // SAFETY: CURRENT is non-null only while that green thread runs on this thread (and
+    // the fault interrupted it), and its resumer holds an Arc to it. The green thread
+    // touches its RunState only inside `switch_out`, which never faults on the guard
+    // page, so reading it here races with nothing.
+    let green = unsafe { &*green };
+    // SAFETY: as above.
+    let stack = unsafe { (*green.run.get()).stack.as_ref()? };
+    if !stack.guard().contains(&address) {
+        return None;
+    }
+    Some(crate::overflow::Overflow {
+        name: green.identity.name().map(|name| name as *const str),
+        id: green.identity.id().as_u64(),
+        stack_kib: stack.usable() / 1024,
+    })
+}
+
 /// Runs `green` on this thread until it suspends or finishes, and says which.
 ///
 /// # Safety

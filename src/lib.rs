@@ -49,6 +49,7 @@ pub mod bench;
 mod bridge;
 mod green;
 mod join;
+mod overflow;
 pub mod runtime;
 mod stack;
 mod state;

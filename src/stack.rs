@@ -136,7 +136,6 @@ impl Stack {
     }
 
     /// The guard page's address range: a fault in it is a stack overflow.
-    #[allow(dead_code)] // read by the overflow handler (reliability issue)
     pub(crate) fn guard(&self) -> std::ops::Range<usize> {
         self.base as usize..self.base as usize + page_size()
     }

@@ -31,6 +31,7 @@ where
     F: FnOnce() -> T,
 {
     refuse_nested("Runtime::run");
+    crate::overflow::ensure_alt_stack();
     let local = Local::host(handle.clone());
     let _enter = context::enter(&local);
 

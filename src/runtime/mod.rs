@@ -248,6 +248,7 @@ impl Runtime {
     }
 
     fn start(config: Config) -> io::Result<Runtime> {
+        crate::overflow::install();
         let deques: Vec<_> = (0..config.worker_threads)
             .map(|_| crossbeam_deque::Worker::new_fifo())
             .collect();

@@ -114,6 +114,7 @@ pub(crate) struct Core {
 
 /// Entry point of a worker thread.
 pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
+    crate::overflow::ensure_alt_stack();
     let _ = shared.workers[index].thread.set(std::thread::current());
     let core = Core {
         index,
