@@ -1,0 +1,175 @@
+//! Faults that must be reported, never silent: a stack that cannot be mapped at first
+//! run, a destructor panicking during a cancellation unwind, dropping a runtime on its
+//! own worker. Cases that change process-wide limits or abort run in a child process
+//! (this test binary re-run with the case in an environment variable).
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const CASE_ENV: &str = "GREENRT_FAULT_CASE";
+
+/// In the parent: re-runs only `test` in a child with `case` set, returns its output.
+/// In the child: runs `child` and exits.
+fn in_child(test: &str, case: &str, child: impl FnOnce()) -> Output {
+    if std::env::var_os(CASE_ENV).is_some() {
+        child();
+        println!("CHILD-FINISHED");
+        std::process::exit(0);
+    }
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CASE_ENV, case)
+        .output()
+        .unwrap()
+}
+
+fn vm_size_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmSize:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn stack_that_cannot_be_mapped_at_first_run_is_the_join_error() {
+    let output = in_child(
+        "stack_that_cannot_be_mapped_at_first_run_is_the_join_error",
+        "map",
+        || {
+            let rt = greenrt::runtime::Builder::new()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            rt.run(|| {
+                // Warm up so the worker and allocator have what they need, then cap the
+                // address space 64 MiB above current use: a 512 MiB stack cannot be mapped.
+                greenrt::spawn(|| ()).join().unwrap();
+                let limit = vm_size_bytes() + 64 * 1024 * 1024;
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                // SAFETY: setrlimit with a valid struct; it only lowers our own soft limit.
+                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
+
+                let handle = greenrt::Builder::new()
+                    .name("too-big".into())
+                    .stack_size(512 * 1024 * 1024)
+                    .spawn(|| "must not run")
+                    .expect("the spawn itself succeeds: stacks are mapped at first run");
+                let payload = handle.join().expect_err("the green thread could not start");
+                let error = payload
+                    .downcast_ref::<std::io::Error>()
+                    .expect("the payload is the io::Error");
+                println!("JOIN-ERROR: {error}");
+
+                // The runtime stays healthy and runs what fits.
+                assert_eq!(greenrt::spawn(|| 7).join().unwrap(), 7);
+            });
+        },
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{:?}\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("CHILD-FINISHED"), "{stdout}\n{stderr}");
+    // libtest may print the test's name on the same line first.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("JOIN-ERROR:"))
+        .map(|(_, e)| e)
+        .expect("error printed");
+    assert!(
+        line.contains("could not map a 524288 KiB green thread stack"),
+        "{line}"
+    );
+    assert!(
+        line.contains("lower the stack size"),
+        "the message says what to change: {line}"
+    );
+}
+
+#[test]
+fn destructor_panicking_during_a_cancel_unwind_aborts_saying_why() {
+    let output = in_child(
+        "destructor_panicking_during_a_cancel_unwind_aborts_saying_why",
+        "drop",
+        || {
+            struct PanicsOnDrop;
+            impl Drop for PanicsOnDrop {
+                fn drop(&mut self) {
+                    panic!("destructor panicked while the green thread was being cancelled");
+                }
+            }
+            let rt = greenrt::runtime::Builder::new()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            rt.run(|| {
+                let (started_tx, started_rx) = futures::channel::oneshot::channel();
+                let victim = greenrt::spawn(move || {
+                    let _guard = PanicsOnDrop;
+                    started_tx.send(()).unwrap();
+                    greenrt::sleep(Duration::from_secs(3600));
+                });
+                greenrt::block_on(started_rx).unwrap();
+                victim.abort();
+                let _ = victim.join();
+            });
+        },
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGABRT),
+        "{:?}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains("destructor panicked while the green thread was being cancelled"),
+        "{stderr}"
+    );
+    // Rust's own explanation for aborting: a panic while unwinding.
+    assert!(
+        stderr.contains("panic in a destructor during cleanup"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("CHILD-FINISHED"));
+}
+
+#[test]
+fn dropping_a_runtime_on_its_own_worker_panics_naming_the_fix() {
+    let rt = greenrt::runtime::Builder::new()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None::<greenrt::runtime::Runtime>));
+    let handle = rt.handle().clone();
+    *slot.lock().unwrap() = Some(rt);
+    let inside = slot.clone();
+    let joined = handle
+        .spawn(move || {
+            let rt = inside.lock().unwrap().take().unwrap();
+            drop(rt);
+        })
+        .join();
+    let payload = joined.expect_err("dropping must panic, not deadlock");
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap();
+    assert!(message.contains("own worker"), "{message}");
+    assert!(
+        message.contains("Drop it from the thread that created it"),
+        "{message}"
+    );
+}
