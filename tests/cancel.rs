@@ -1,0 +1,392 @@
+//! Cancellation and shutdown: `abort()` before start and at each kind of suspension
+//! point, of future tasks too; dropping a runtime unwinds its suspended green threads
+//! (their destructors run) and cancels queued work; `Runtime::run` hands back borrowed,
+//! non-Send values and resumes a panic on its caller.
+
+use futures::future::pending;
+use greenrt::runtime::{Builder, Runtime};
+use greenrt::Cancelled;
+use std::cell::Cell;
+use std::panic::{catch_unwind, panic_any, resume_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+fn runtime(workers: usize) -> Runtime {
+    Builder::new().worker_threads(workers).build().unwrap()
+}
+
+/// Runs `body` on its own thread and fails the test with a message if it does not
+/// finish within `limit`: a cancellation that never lands must fail, not hang.
+fn with_watchdog<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(payload)) => resume_unwind(payload),
+        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
+    }
+}
+
+/// Sets its flag when dropped: proves a destructor ran (an unwind, or a closure that
+/// was dropped without running).
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Like [`DropFlag`], but its destructor takes a while (as one that flushes a file or
+/// joins a thread might) before setting the flag. Whoever sees the cancellation
+/// outcome must already see the flag: the outcome is only delivered after the
+/// destructors of the cancelled work have run, however long they take.
+struct SlowDropFlag(Arc<AtomicBool>);
+
+impl Drop for SlowDropFlag {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(50));
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+fn assert_cancelled<T: std::fmt::Debug>(result: std::thread::Result<T>, what: &str) {
+    match result {
+        Ok(value) => panic!("{what}: finished with {value:?} instead of being cancelled"),
+        Err(payload) => assert!(
+            payload.is::<Cancelled>(),
+            "{what}: the payload is not greenrt::Cancelled"
+        ),
+    }
+}
+
+/// On a one-worker runtime whose green thread signalled it is about to block: once a
+/// green thread spawned now has run to completion, the signalling one (which held the
+/// only worker) must have switched out at its blocking call, and is suspended there.
+fn wait_until_suspended(rt: &Runtime) {
+    rt.spawn(|| ()).join().unwrap();
+}
+
+#[test]
+fn abort_before_start_never_runs() {
+    with_watchdog("abort before start", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        // Keep the only worker busy (spinning, never suspending) so the target stays
+        // queued, unstarted, while it is aborted.
+        let release = flag();
+        let (started_tx, started_rx) = mpsc::channel();
+        let blocker = {
+            let release = release.clone();
+            rt.spawn(move || {
+                started_tx.send(()).unwrap();
+                while !release.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        started_rx.recv().unwrap();
+
+        let ran = flag();
+        let closure_dropped = flag();
+        let target = {
+            let ran = ran.clone();
+            let guard = DropFlag(closure_dropped.clone());
+            rt.spawn(move || {
+                let _guard = guard;
+                ran.store(true, Ordering::SeqCst);
+            })
+        };
+        target.abort();
+        release.store(true, Ordering::SeqCst);
+        blocker.join().unwrap();
+        assert_cancelled(target.join(), "aborted before start");
+        assert!(!ran.load(Ordering::SeqCst), "an aborted green thread ran");
+        assert!(
+            closure_dropped.load(Ordering::SeqCst),
+            "its closure was dropped"
+        );
+    });
+}
+
+/// Spawns a green thread that sets a Drop guard on its stack, then blocks in `block`;
+/// aborts it while it is suspended there and checks it unwound.
+fn abort_while_blocked(what: &str, block: impl FnOnce() + Send + 'static) {
+    let rt = runtime(1);
+    let unwound = flag();
+    let after = flag();
+    let (started_tx, started_rx) = mpsc::channel();
+    let handle = {
+        let guard = SlowDropFlag(unwound.clone());
+        let after = after.clone();
+        rt.spawn(move || {
+            let _guard = guard;
+            started_tx.send(()).unwrap();
+            block();
+            after.store(true, Ordering::SeqCst);
+        })
+    };
+    started_rx.recv().unwrap();
+    wait_until_suspended(&rt);
+    assert!(!handle.is_finished(), "{what}: still blocked before abort");
+    handle.abort();
+    assert_cancelled(handle.join(), what);
+    assert!(
+        unwound.load(Ordering::SeqCst),
+        "{what}: the Drop guard on its stack ran before join() returned"
+    );
+    assert!(
+        !after.load(Ordering::SeqCst),
+        "{what}: the code after the blocking call ran"
+    );
+    // The worker carries on.
+    assert_eq!(rt.spawn(|| 1).join().unwrap(), 1);
+}
+
+#[test]
+fn abort_while_sleeping_unwinds() {
+    with_watchdog("abort in sleep", Duration::from_secs(30), || {
+        abort_while_blocked("sleep", || greenrt::sleep(Duration::from_secs(3600)));
+    });
+}
+
+#[test]
+fn abort_while_in_block_on_unwinds() {
+    with_watchdog("abort in block_on", Duration::from_secs(30), || {
+        abort_while_blocked("block_on", || greenrt::block_on(pending::<()>()));
+    });
+}
+
+#[test]
+fn abort_while_in_join_unwinds() {
+    with_watchdog("abort in join", Duration::from_secs(30), || {
+        let inner_unwound = flag();
+        let guard = DropFlag(inner_unwound.clone());
+        abort_while_blocked("join", move || {
+            // Joins a green thread that never finishes.
+            let inner = greenrt::spawn(move || {
+                let _guard = guard;
+                greenrt::block_on(pending::<()>())
+            });
+            inner.join().unwrap();
+        });
+        // Cancelling the joiner detached the joined one, which stayed blocked until the
+        // runtime (dropped inside abort_while_blocked) unwound it.
+        assert!(
+            inner_unwound.load(Ordering::SeqCst),
+            "the joined green thread was unwound at runtime shutdown"
+        );
+    });
+}
+
+#[test]
+fn abort_of_a_future_task_drops_its_future_before_join_returns() {
+    with_watchdog("abort a task", Duration::from_secs(30), || {
+        let rt = runtime(2);
+        let dropped = flag();
+        let (polled_tx, polled_rx) = mpsc::channel();
+        let task = {
+            let guard = SlowDropFlag(dropped.clone());
+            rt.spawn_async(async move {
+                let _guard = guard;
+                polled_tx.send(()).unwrap();
+                pending::<()>().await;
+            })
+        };
+        polled_rx.recv().unwrap();
+        task.abort();
+        let result = rt.block_on(task);
+        assert_cancelled(result, "aborted task");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the aborted task's future must be dropped (its destructors run) before its \
+             JoinHandle reports Cancelled"
+        );
+
+        // Aborting a finished one changes nothing.
+        let done = rt.spawn_async(async { 5 });
+        while !done.is_finished() {
+            std::thread::yield_now();
+        }
+        done.abort();
+        assert_eq!(done.join().unwrap(), 5);
+        let green = rt.spawn(|| 6);
+        while !green.is_finished() {
+            std::thread::yield_now();
+        }
+        green.abort();
+        assert_eq!(green.join().unwrap(), 6);
+    });
+}
+
+#[test]
+fn dropping_the_runtime_unwinds_suspended_green_threads() {
+    with_watchdog(
+        "shutdown with suspended green threads",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(2);
+            let unwound = Arc::new(AtomicUsize::new(0));
+            let (started_tx, started_rx) = mpsc::channel();
+
+            struct Count(Arc<AtomicUsize>);
+            impl Drop for Count {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+
+            let mut greens = Vec::new();
+            for i in 0..12 {
+                let guard = Count(unwound.clone());
+                let started_tx = started_tx.clone();
+                greens.push(rt.spawn(move || {
+                    let _guard = guard;
+                    started_tx.send(()).unwrap();
+                    match i % 4 {
+                        0 => greenrt::sleep(Duration::from_secs(3600)),
+                        1 => greenrt::block_on(pending::<()>()),
+                        2 => {
+                            let never = greenrt::spawn(|| greenrt::block_on(pending::<()>()));
+                            never.join().unwrap();
+                        }
+                        _ => loop {
+                            greenrt::yield_now();
+                        },
+                    }
+                }));
+            }
+            let task_dropped = flag();
+            let task = {
+                let guard = DropFlag(task_dropped.clone());
+                let started_tx = started_tx.clone();
+                rt.spawn_async(async move {
+                    let _guard = guard;
+                    started_tx.send(()).unwrap();
+                    pending::<()>().await;
+                })
+            };
+            for _ in 0..13 {
+                started_rx.recv().unwrap();
+            }
+
+            drop(rt);
+
+            assert_eq!(
+                unwound.load(Ordering::SeqCst),
+                12,
+                "every suspended green thread's destructors ran"
+            );
+            assert!(
+                task_dropped.load(Ordering::SeqCst),
+                "the pending task was dropped"
+            );
+            for (i, g) in greens.into_iter().enumerate() {
+                assert_cancelled(g.join(), &format!("green thread {i}"));
+            }
+            assert_cancelled(task.join(), "pending task");
+        },
+    );
+}
+
+#[test]
+fn dropping_the_runtime_cancels_queued_green_threads() {
+    with_watchdog(
+        "shutdown with queued green threads",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(1);
+            let handle = rt.handle().clone();
+            // The only worker spins until shutdown has begun, so what is queued behind it
+            // is still queued (never started) when the runtime shuts down.
+            let release = flag();
+            let (started_tx, started_rx) = mpsc::channel();
+            let blocker = {
+                let release = release.clone();
+                rt.spawn(move || {
+                    started_tx.send(()).unwrap();
+                    while !release.load(Ordering::SeqCst) {
+                        std::hint::spin_loop();
+                    }
+                })
+            };
+            started_rx.recv().unwrap();
+            let ran = flag();
+            let dropped = flag();
+            let queued = {
+                let ran = ran.clone();
+                let guard = DropFlag(dropped.clone());
+                rt.spawn(move || {
+                    let _guard = guard;
+                    ran.store(true, Ordering::SeqCst);
+                })
+            };
+            let dropper = std::thread::spawn(move || drop(rt));
+            // Once shutdown has begun, a spawn returns an already-cancelled handle.
+            loop {
+                let probe = handle.spawn_async(async {});
+                if probe.is_finished() {
+                    assert_cancelled(probe.join(), "spawned after shutdown began");
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            release.store(true, Ordering::SeqCst);
+            dropper.join().unwrap();
+            blocker.join().unwrap();
+            assert_cancelled(queued.join(), "queued at shutdown");
+            assert!(!ran.load(Ordering::SeqCst), "a queued green thread ran");
+            assert!(dropped.load(Ordering::SeqCst), "its closure was dropped");
+        },
+    );
+}
+
+#[test]
+fn run_returns_borrowed_non_send_values() {
+    let rt = runtime(2);
+    let local = String::from("lives on the caller's stack");
+    let mut pushed = Vec::new();
+    let (rc, borrowed): (Rc<Cell<u32>>, &String) = rt.run(|| {
+        // Non-Send state across green-blocking calls: it never leaves this thread.
+        let rc = Rc::new(Cell::new(1));
+        greenrt::yield_now();
+        rc.set(greenrt::spawn(|| 41).join().unwrap() + rc.get());
+        pushed.push(rc.get());
+        (rc, &local)
+    });
+    assert_eq!(rc.get(), 42);
+    assert!(
+        std::ptr::eq(borrowed, &local),
+        "the very same borrow came back"
+    );
+    assert_eq!(pushed, [42], "a mutable borrow of the caller's local");
+}
+
+#[derive(Debug, PartialEq)]
+struct Payload(&'static str);
+
+#[test]
+fn run_resumes_a_panic_on_the_caller() {
+    let rt = runtime(2);
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        rt.run(|| {
+            greenrt::sleep(Duration::from_millis(1));
+            panic_any(Payload("from run"))
+        })
+    }))
+    .expect_err("the panic reaches the caller");
+    assert_eq!(err.downcast_ref::<Payload>(), Some(&Payload("from run")));
+    // The runtime is still usable, on this thread too.
+    assert_eq!(rt.run(|| greenrt::spawn(|| 3).join().unwrap()), 3);
+}

@@ -1,0 +1,350 @@
+//! Panics: payloads reach `join()` and `.await`, the runtime carries on, and a
+//! destructor that blocks while its green thread unwinds neither switches nor leaks the
+//! panic state to the other green threads of its worker.
+//!
+//! (The warning that blocking while unwinding emits is checked in tests/tracing.rs.)
+
+use futures::channel::oneshot;
+use greenrt::runtime::{Builder, Runtime};
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, panic_any, resume_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+fn runtime(workers: usize) -> Runtime {
+    Builder::new().worker_threads(workers).build().unwrap()
+}
+
+/// Runs `body` on its own thread and fails the test with a message if it does not
+/// finish within `limit` (a destructor that switched while unwinding could deadlock).
+fn with_watchdog<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(payload)) => resume_unwind(payload),
+        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
+    }
+}
+
+fn message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<not a string>".to_string()
+    }
+}
+
+/// A payload type of our own, to check it arrives as is (not stringified).
+#[derive(Debug, PartialEq)]
+struct Payload(u32);
+
+#[test]
+fn green_panic_payload_comes_back_from_join() {
+    let rt = runtime(2);
+    rt.run(|| {
+        let err = greenrt::spawn(|| -> u32 { panic!("boom {}", 7) })
+            .join()
+            .unwrap_err();
+        assert_eq!(message(&*err), "boom 7");
+
+        let err = greenrt::spawn(|| {
+            greenrt::yield_now(); // panic after a suspension, too
+            panic_any(Payload(42))
+        })
+        .join()
+        .unwrap_err();
+        assert_eq!(err.downcast_ref::<Payload>(), Some(&Payload(42)));
+    });
+    // Joined from a plain thread.
+    let err = rt.spawn(|| panic!("plain")).join().unwrap_err();
+    assert_eq!(message(&*err), "plain");
+}
+
+#[test]
+fn green_panic_payload_comes_back_from_await() {
+    let rt = runtime(2);
+    let (a, b) = rt.block_on(async {
+        let a = greenrt::spawn(|| -> () { panic!("awaited boom") }).await;
+        let b = greenrt::spawn(|| {
+            greenrt::sleep(Duration::from_millis(1));
+            panic_any(Payload(5))
+        })
+        .await;
+        (a, b)
+    });
+    assert_eq!(message(&*a.unwrap_err()), "awaited boom");
+    assert_eq!(b.unwrap_err().downcast_ref::<Payload>(), Some(&Payload(5)));
+}
+
+#[test]
+fn runtime_keeps_running_after_panics() {
+    // One worker: the very worker that caught the panics must carry on.
+    let rt = runtime(1);
+    rt.run(|| {
+        let panicked: Vec<_> = (0..20)
+            .map(|i| {
+                greenrt::spawn(move || {
+                    if i % 2 == 0 {
+                        greenrt::yield_now();
+                    }
+                    panic!("panic {i}")
+                })
+            })
+            .collect();
+        for (i, h) in panicked.into_iter().enumerate() {
+            assert_eq!(message(&*h.join().unwrap_err()), format!("panic {i}"));
+        }
+        let fine: Vec<_> = (0..100)
+            .map(|i| {
+                greenrt::spawn(move || {
+                    greenrt::yield_now();
+                    greenrt::sleep(Duration::from_millis(1));
+                    assert!(!std::thread::panicking());
+                    i
+                })
+            })
+            .collect();
+        let sum: i32 = fine.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(sum, 99 * 100 / 2);
+        let task = greenrt::spawn_async(async { 5 });
+        assert_eq!(greenrt::block_on(task).unwrap(), 5);
+    });
+}
+
+/// Pending once after waking itself.
+struct YieldOnce(bool);
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+async fn fail(msg: &'static str) {
+    panic!("{msg}")
+}
+
+#[test]
+fn future_task_panic_payload_comes_back() {
+    let rt = runtime(1);
+    let awaited = rt.block_on(async {
+        greenrt::spawn_async(async {
+            YieldOnce(false).await;
+            panic_any(Payload(9))
+        })
+        .await
+    });
+    assert_eq!(
+        awaited.unwrap_err().downcast_ref::<Payload>(),
+        Some(&Payload(9))
+    );
+    // join() from a green thread and from a plain thread.
+    let joined = rt.run(|| greenrt::spawn_async(fail("task boom")).join().unwrap_err());
+    assert_eq!(message(&*joined), "task boom");
+    let joined = rt.spawn_async(fail("task boom 2")).join().unwrap_err();
+    assert_eq!(message(&*joined), "task boom 2");
+    // And the runtime still runs tasks and green threads.
+    assert_eq!(rt.spawn_async(async { 1 }).join().unwrap(), 1);
+    assert_eq!(rt.spawn(|| 2).join().unwrap(), 2);
+}
+
+/// A destructor that makes every green-blocking call. Run while its green thread
+/// unwinds, each call must block the worker thread (not switch) and return.
+struct BlockingDrop {
+    foreign: mpsc::Sender<oneshot::Sender<u8>>,
+    saw_panicking: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+}
+
+impl Drop for BlockingDrop {
+    fn drop(&mut self) {
+        self.saw_panicking
+            .store(std::thread::panicking(), Ordering::SeqCst);
+        greenrt::sleep(Duration::from_millis(3));
+        greenrt::yield_now();
+        // A future only a foreign OS thread completes: no green thread needs to run.
+        let (tx, rx) = oneshot::channel();
+        self.foreign.send(tx).unwrap();
+        let from_foreign = greenrt::block_on(rx).unwrap();
+        greenrt::block_on(greenrt::time::sleep(Duration::from_millis(2)));
+        greenrt::yield_now();
+        self.finished.store(from_foreign == 9, Ordering::SeqCst);
+    }
+}
+
+/// A plain thread that answers every oneshot it is sent with 9.
+fn foreign_answerer() -> (
+    mpsc::Sender<oneshot::Sender<u8>>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel::<oneshot::Sender<u8>>();
+    let thread = std::thread::spawn(move || {
+        for reply in rx {
+            let _ = reply.send(9);
+        }
+    });
+    (tx, thread)
+}
+
+#[test]
+fn destructor_blocking_while_unwinding_completes() {
+    with_watchdog(
+        "a blocking destructor during unwinding",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(1);
+            let (foreign, answerer) = foreign_answerer();
+            let saw_panicking = Arc::new(AtomicBool::new(false));
+            let finished = Arc::new(AtomicBool::new(false));
+            let guard = BlockingDrop {
+                foreign: foreign.clone(),
+                saw_panicking: saw_panicking.clone(),
+                finished: finished.clone(),
+            };
+            let err = rt
+                .spawn(move || {
+                    let _guard = guard;
+                    greenrt::yield_now();
+                    panic!("unwinding through a blocking destructor");
+                })
+                .join()
+                .unwrap_err();
+            assert_eq!(message(&*err), "unwinding through a blocking destructor");
+            assert!(
+                saw_panicking.load(Ordering::SeqCst),
+                "the destructor ran during the unwind"
+            );
+            assert!(
+                finished.load(Ordering::SeqCst),
+                "every blocking call in the destructor returned"
+            );
+            // The worker is fine afterwards.
+            assert_eq!(rt.spawn(|| 3).join().unwrap(), 3);
+            drop(foreign);
+            answerer.join().unwrap();
+        },
+    );
+}
+
+/// Polls forever (until stopped), checking `panicking()` at every poll.
+struct PanickingWatcher {
+    stop: Arc<AtomicBool>,
+    saw: Arc<AtomicBool>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl Future for PanickingWatcher {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::thread::panicking() {
+            self.saw.store(true, Ordering::SeqCst);
+        }
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        if self.stop.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[test]
+fn other_green_threads_never_see_panicking_while_one_unwinds() {
+    with_watchdog("panicking() isolation", Duration::from_secs(30), || {
+        // One worker: every green thread and task shares the OS thread whose panic
+        // count the unwinding green thread raises.
+        let rt = runtime(1);
+        let (foreign, answerer) = foreign_answerer();
+        let stop = Arc::new(AtomicBool::new(false));
+        let saw = Arc::new(AtomicBool::new(false));
+        let (started_tx, started_rx) = mpsc::channel();
+        let observers: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                let saw = saw.clone();
+                let started_tx = started_tx.clone();
+                rt.spawn(move || {
+                    started_tx.send(()).unwrap();
+                    let mut turns = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        if std::thread::panicking() {
+                            saw.store(true, Ordering::SeqCst);
+                        }
+                        turns += 1;
+                        greenrt::yield_now();
+                    }
+                    turns
+                })
+            })
+            .collect();
+        let task_polls = Arc::new(AtomicUsize::new(0));
+        let task = rt.spawn_async(PanickingWatcher {
+            stop: stop.clone(),
+            saw: saw.clone(),
+            polls: task_polls.clone(),
+        });
+        // All observers run (and are runnable) before anything panics.
+        for _ in 0..4 {
+            started_rx.recv().unwrap();
+        }
+
+        // Several panickers in a row, each blocking repeatedly in a destructor; if any
+        // of those calls switched, the observers would run on this worker with its panic
+        // count raised.
+        let mut finished_all = Vec::new();
+        for round in 0..5 {
+            let saw_panicking = Arc::new(AtomicBool::new(false));
+            let finished = Arc::new(AtomicBool::new(false));
+            let guard = BlockingDrop {
+                foreign: foreign.clone(),
+                saw_panicking: saw_panicking.clone(),
+                finished: finished.clone(),
+            };
+            let err = rt
+                .spawn(move || {
+                    let _guard = guard;
+                    greenrt::yield_now();
+                    panic!("round {round}");
+                })
+                .join()
+                .unwrap_err();
+            assert_eq!(message(&*err), format!("round {round}"));
+            assert!(saw_panicking.load(Ordering::SeqCst));
+            finished_all.push(finished.load(Ordering::SeqCst));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let turns: Vec<u64> = observers.into_iter().map(|h| h.join().unwrap()).collect();
+        task.join().unwrap();
+        drop(foreign);
+        answerer.join().unwrap();
+
+        assert!(finished_all.iter().all(|&f| f), "destructors completed");
+        assert!(turns.iter().all(|&t| t > 0), "observers ran: {turns:?}");
+        assert!(
+            task_polls.load(Ordering::SeqCst) > 0,
+            "the task observer ran"
+        );
+        assert!(
+            !saw.load(Ordering::SeqCst),
+            "another green thread or task saw std::thread::panicking() == true"
+        );
+    });
+}

@@ -1,0 +1,137 @@
+//! Timers: many sleeping green threads share the workers; `greenrt::time::sleep` works
+//! in future tasks and `Runtime::block_on`; polled outside any runtime it panics with a
+//! message that says so.
+
+use greenrt::runtime::{Builder, Runtime};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn runtime(workers: usize) -> Runtime {
+    Builder::new().worker_threads(workers).build().unwrap()
+}
+
+/// Runs `body` on its own thread and fails the test with a message if it does not
+/// finish within `limit` (a timer that never fires would hang the binary otherwise).
+fn with_watchdog<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(payload)) => resume_unwind(payload),
+        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
+    }
+}
+
+#[test]
+fn two_thousand_sleeping_green_threads_sleep_concurrently() {
+    const N: usize = 2_000;
+    const NAP: Duration = Duration::from_millis(100);
+    with_watchdog("2,000 sleepers", Duration::from_secs(60), || {
+        let rt = runtime(2);
+        let start = Instant::now();
+        let slept: Vec<Duration> = rt.run(|| {
+            let handles: Vec<_> = (0..N)
+                .map(|_| {
+                    greenrt::spawn(|| {
+                        let t = Instant::now();
+                        greenrt::sleep(NAP);
+                        t.elapsed()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let elapsed = start.elapsed();
+        println!("{N} green threads slept {NAP:?} each; all done in {elapsed:?}");
+        // Each really slept its full time...
+        let shortest = slept.iter().min().unwrap();
+        assert!(*shortest >= NAP, "a sleep returned early: {shortest:?}");
+        // ...and they slept at the same time: one after the other would take 200 s (100
+        // s on two workers). The bound is 100x the expected ~100 ms, for noisy machines.
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{N} sleeps of {NAP:?} took {elapsed:?}: they did not overlap"
+        );
+    });
+}
+
+#[test]
+fn time_sleep_awaited_in_a_future_task() {
+    with_watchdog("time::sleep in a task", Duration::from_secs(30), || {
+        let rt = runtime(2);
+        let handles: Vec<_> = (0..50u64)
+            .map(|i| {
+                rt.spawn_async(async move {
+                    let nap = Duration::from_millis(5 + i % 10);
+                    let t = Instant::now();
+                    greenrt::time::sleep(nap).await;
+                    (t.elapsed(), nap)
+                })
+            })
+            .collect();
+        for handle in handles {
+            let (slept, nap) = handle.join().unwrap();
+            assert!(slept >= nap, "slept {slept:?}, asked for {nap:?}");
+        }
+        // sleep_until too.
+        let deadline = Instant::now() + Duration::from_millis(10);
+        rt.spawn_async(greenrt::time::sleep_until(deadline))
+            .join()
+            .unwrap();
+        assert!(Instant::now() >= deadline);
+    });
+}
+
+#[test]
+fn time_sleep_awaited_in_runtime_block_on() {
+    with_watchdog("time::sleep in block_on", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        let start = Instant::now();
+        rt.block_on(greenrt::time::sleep(Duration::from_millis(20)));
+        assert!(start.elapsed() >= Duration::from_millis(20));
+
+        // Several at once inside one block_on, interleaved with a green thread's sleep.
+        let start = Instant::now();
+        let out = rt.block_on(async {
+            let green = greenrt::spawn(|| {
+                greenrt::sleep(Duration::from_millis(15));
+                1
+            });
+            greenrt::time::sleep(Duration::from_millis(10)).await;
+            greenrt::time::sleep_until(Instant::now() + Duration::from_millis(10)).await;
+            green.await.unwrap() + 1
+        });
+        assert_eq!(out, 2);
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    });
+}
+
+#[test]
+fn time_sleep_polled_outside_a_runtime_panics_mentioning_a_runtime() {
+    // A plain thread with a foreign executor: no greenrt timer can ever wake it.
+    let payload = std::thread::spawn(|| {
+        catch_unwind(|| {
+            futures::executor::block_on(greenrt::time::sleep(Duration::from_secs(1)));
+        })
+    })
+    .join()
+    .unwrap()
+    .expect_err("polling time::sleep outside a runtime must panic");
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap();
+    println!("message: {message}");
+    assert!(
+        message.to_lowercase().contains("runtime"),
+        "the message should say a runtime is needed: {message}"
+    );
+}
