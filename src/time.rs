@@ -1,12 +1,23 @@
-//! Timers: `greenrt::time::sleep` for async code, and what `greenrt::sleep` waits on.
+//! Timers for async code: [`sleep`] and [`sleep_until`].
 //!
-//! Each runtime thread (a worker, or a thread inside `Runtime::run`/`Runtime::block_on`)
-//! owns a [`Timers`] heap, touched only by that thread: a sleep registers with the
-//! thread that first polls it, and that thread fires it, checking its heap every few
-//! scheduling ticks and parking no longer than its next deadline. So a sleeping green
-//! thread costs one heap entry and no thread, and no lock is taken to set a timer.
+//! Green threads call [`greenrt::sleep`](crate::sleep), which waits on the same timers.
+//! Awaiting a timer holds no thread: the runtime thread that first polled it wakes it
+//! when it is due, parking no longer than its next deadline.
 //!
-//! This module never blocks and never runs user code other than wakers.
+//! ```
+//! use std::time::Duration;
+//! let rt = greenrt::runtime::Runtime::new().unwrap();
+//! rt.block_on(async {
+//!     greenrt::time::sleep(Duration::from_millis(1)).await;
+//! });
+//! ```
+
+// Implementation: each runtime thread (a worker, or a thread inside `Runtime::run` /
+// `Runtime::block_on`) owns a `Timers` heap, touched only by that thread. A sleep
+// registers with the thread that first polls it, and that thread fires it, checking its
+// heap every few scheduling ticks and parking no longer than its next deadline. So a
+// sleeping green thread costs one heap entry and no thread, and setting a timer takes no
+// lock. This module never blocks and runs no user code other than wakers.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
