@@ -11,7 +11,10 @@
 //! dispatcher that was the default where it was spawned.
 //!
 //! - Switch in ([`Slice::enter`], on the resumer's stack): if that dispatcher was a
-//!   scoped one (`set_default`), make it the default for this slice. Note the current
+//!   scoped one (`set_default`), make it the default for this slice (on a worker it is
+//!   left installed for the next slices that use the same one, since `set_default`
+//!   costs a contended atomic; the worker restores its own default when it goes idle
+//!   or runs a green thread spawned under the global one). Note the current
 //!   span (the *base*) when the green thread's own span is disabled and this is not a
 //!   worker (worker threads never enter spans themselves, so their base is "none"). Enter
 //!   the green thread's span, then re-enter, outermost first, the user spans it had
@@ -40,8 +43,9 @@ pub(crate) struct GreenTrace {
     own: Option<Id>,
     /// The dispatcher current where it was spawned, once any dispatcher exists.
     dispatch: UnsafeCell<Option<Dispatch>>,
-    /// Whether `dispatch` was a scoped default (so each slice must make it current).
-    scoped: UnsafeCell<bool>,
+    /// Whether `dispatch` was the global default or a scoped one (which each slice must
+    /// make current).
+    kind: UnsafeCell<Kind>,
     /// User spans entered when it last switched out, outermost first.
     saved: UnsafeCell<Vec<Id>>,
 }
@@ -57,7 +61,7 @@ impl GreenTrace {
             _span: tracing::Span::none(),
             own: None,
             dispatch: UnsafeCell::new(None),
-            scoped: UnsafeCell::new(false),
+            kind: UnsafeCell::new(Kind::Global),
             saved: UnsafeCell::new(Vec::new()),
         }
     }
@@ -78,43 +82,117 @@ impl GreenTrace {
             id = identity.id().as_u64(),
             name = identity.name().unwrap_or(""),
         );
-        let scoped = !is_global(&dispatch);
+        let kind = kind_of(&dispatch);
         GreenTrace {
             own: span.id(),
             _span: span,
             dispatch: UnsafeCell::new(Some(dispatch)),
-            scoped: UnsafeCell::new(scoped),
+            kind: UnsafeCell::new(kind),
             saved: UnsafeCell::new(Vec::new()),
         }
     }
 }
 
-/// Whether `dispatch` is the global default. tracing has no public API for this; its
-/// `Debug` output names the kind. If that ever changes we answer "scoped", which is
-/// always correct (we then make it current for every slice), only slower.
-fn is_global(dispatch: &Dispatch) -> bool {
-    struct Prefix {
-        seen: [u8; 16],
+/// Which kind of default a captured dispatcher was.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// The global default: already current on every thread without scoped ones.
+    Global,
+    /// A scoped default (`set_default`), with the address of its subscriber, which
+    /// identifies it while it lives (we hold a clone, so it cannot be reused).
+    Scoped(usize),
+    /// A scoped default we could not identify: made current for every slice.
+    ScopedUnknown,
+}
+
+/// Whether `dispatch` is the global default or a scoped one, and which. tracing has no
+/// public API for this; `Dispatch`'s `Debug` output names the kind and the subscriber's
+/// address (`Dispatch::Scoped(0x..)`). If that format ever changes we answer
+/// `ScopedUnknown`, which is always correct (the dispatcher is made current for every
+/// slice), only slower.
+fn kind_of(dispatch: &Dispatch) -> Kind {
+    struct Text {
+        bytes: [u8; 48],
         len: usize,
     }
-    impl std::fmt::Write for Prefix {
+    impl std::fmt::Write for Text {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            let take = s.len().min(self.seen.len() - self.len);
-            self.seen[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+            let take = s.len().min(self.bytes.len() - self.len);
+            self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
             self.len += take;
-            if self.len == self.seen.len() {
-                Err(std::fmt::Error) // stop formatting: we have what we need
+            if self.len == self.bytes.len() {
+                Err(std::fmt::Error) // enough: stop formatting
             } else {
                 Ok(())
             }
         }
     }
-    let mut prefix = Prefix {
-        seen: [0; 16],
+    let mut text = Text {
+        bytes: [0; 48],
         len: 0,
     };
-    let _ = std::fmt::write(&mut prefix, format_args!("{dispatch:?}"));
-    &prefix.seen[..prefix.len] == b"Dispatch::Global"
+    let _ = std::fmt::write(&mut text, format_args!("{dispatch:?}"));
+    let text = std::str::from_utf8(&text.bytes[..text.len]).unwrap_or("");
+    if text.starts_with("Dispatch::Global") {
+        return Kind::Global;
+    }
+    text.strip_prefix("Dispatch::Scoped(0x")
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+        .filter(|&address| address != 0)
+        .map_or(Kind::ScopedUnknown, Kind::Scoped)
+}
+
+thread_local! {
+    /// On a worker thread: the scoped dispatcher greenrt made current for the previous
+    /// slice and left in place, so consecutive slices of green threads spawned under the
+    /// same scoped subscriber do not pay for `set_default` (a global atomic) each time.
+    static INSTALLED: std::cell::RefCell<Option<(usize, dispatcher::DefaultGuard)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A worker going idle or exiting: restore its own default, so a dropped scoped
+/// subscriber is not kept alive (or fed scheduler events) by an idle worker.
+pub(crate) fn worker_idle() {
+    if listening() {
+        let guard = INSTALLED.with(|installed| installed.borrow_mut().take());
+        drop(guard);
+    }
+}
+
+/// Makes `dispatch` current on this thread for a slice. On workers a scoped one stays
+/// installed afterwards (see `INSTALLED`); returns a guard to drop at switch out only
+/// where it must not stay (hosts, and scoped dispatchers we cannot identify).
+fn make_current(
+    dispatch: &Dispatch,
+    kind: Kind,
+    on_worker: bool,
+) -> Option<dispatcher::DefaultGuard> {
+    match (kind, on_worker) {
+        (Kind::Global, false) => None,
+        (Kind::Global, true) => {
+            worker_idle();
+            None
+        }
+        (Kind::Scoped(key), true) => {
+            INSTALLED.with(|installed| {
+                let mut installed = installed.borrow_mut();
+                if installed.as_ref().map(|(k, _)| *k) != Some(key) {
+                    // Drop the previous guard first: guards must be dropped in reverse
+                    // order of creation on a thread.
+                    drop(installed.take());
+                    *installed = Some((key, dispatcher::set_default(dispatch)));
+                }
+            });
+            None
+        }
+        (Kind::Scoped(_), false) | (Kind::ScopedUnknown, _) => {
+            if on_worker {
+                worker_idle();
+            }
+            Some(dispatcher::set_default(dispatch))
+        }
+    }
 }
 
 /// Whether any tracing dispatcher has ever been set: until then greenrt does no tracing
@@ -152,10 +230,10 @@ impl<'a> Slice<'a> {
     #[inline(never)]
     fn enter_slow(trace: &'a GreenTrace) -> Option<Active<'a>> {
         // SAFETY: we are the resumer (see the Sync impl): nobody else touches these.
-        let (dispatch_slot, scoped, saved) = unsafe {
+        let (dispatch_slot, kind, saved) = unsafe {
             (
                 &mut *trace.dispatch.get(),
-                &mut *trace.scoped.get(),
+                &mut *trace.kind.get(),
                 &*trace.saved.get(),
             )
         };
@@ -168,13 +246,13 @@ impl<'a> Slice<'a> {
                 return None;
             }
             *dispatch_slot = Some(current);
-            *scoped = false;
+            *kind = Kind::Global;
         }
         let dispatch = dispatch_slot.as_ref().expect("set above");
-        let default = scoped.then(|| dispatcher::set_default(dispatch));
-        let own = trace.own.as_ref();
         let on_worker =
             crate::runtime::context::with_local(|l| l.worker.is_some()).unwrap_or(false);
+        let default = make_current(dispatch, *kind, on_worker);
+        let own = trace.own.as_ref();
         let base = if own.is_none() && !on_worker {
             dispatch.current_span().id().cloned()
         } else {

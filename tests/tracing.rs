@@ -382,3 +382,53 @@ fn user_spans_stay_per_green_thread_when_greenrt_spans_are_filtered_out() {
         );
     }
 }
+
+#[test]
+fn interleaved_green_threads_from_two_scoped_subscribers_reach_only_their_own() {
+    let rt = runtime(1);
+    let handle = rt.handle().clone();
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let spawn_under = |label: &'static str| {
+        let handle = handle.clone();
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            let (recorder, _guard) = recorder();
+            // Both spawners' green threads are queued before either finishes, so they
+            // interleave on the single worker.
+            barrier.wait();
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    handle.spawn(move || {
+                        for round in 0..20 {
+                            tracing::info!(label, i, round, "tick");
+                            greenrt::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            let events = recorder.events.lock().unwrap();
+            let ticks: Vec<_> = events
+                .iter()
+                .filter(|e| e.fields.contains("tick"))
+                .collect();
+            assert_eq!(
+                ticks.len(),
+                4 * 20,
+                "{label}: every tick of its own green threads"
+            );
+            assert!(
+                ticks
+                    .iter()
+                    .all(|e| e.fields.contains(&format!("label=\"{label}\""))),
+                "{label} got another's events"
+            );
+        })
+    };
+    let a = spawn_under("a");
+    let b = spawn_under("b");
+    a.join().unwrap();
+    b.join().unwrap();
+}

@@ -136,6 +136,8 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
     let core = local.worker.as_ref().expect("worker core");
     core.run_loop(&local);
     core.shutdown();
+    #[cfg(feature = "tracing")]
+    crate::trace::worker_idle();
 }
 
 impl Core {
@@ -269,7 +271,10 @@ impl Core {
         idle.register_sleeper(self.index);
         if !self.has_work(local) {
             #[cfg(feature = "tracing")]
-            crate::trace::park_event(self.index);
+            {
+                crate::trace::worker_idle();
+                crate::trace::park_event(self.index);
+            }
             let deadline = local.timers.borrow_mut().next_deadline();
             match deadline {
                 Some(deadline) => {
