@@ -62,15 +62,22 @@ impl Shared {
     /// workers (cheap, and stealable by idle ones), else on the injector.
     pub(crate) fn schedule(self: &Arc<Self>, task: Task) {
         let mut task = Some(task);
+        let mut displaced = true;
         context::with_local(|local| {
             if let Some(core) = local.worker_of(self) {
-                core.deque.push(task.take().expect("task"));
+                let task = task.take().expect("task");
+                displaced = core.push_lifo(worker::Next::Task(task));
             }
         });
         if let Some(task) = task {
             self.injector.push(task);
         }
-        self.notify_one();
+        // A unit that only took the LIFO slot runs next on this worker: waking another
+        // one for it would cost a system call and usually lose the race anyway. A unit
+        // that went to a shared-visible queue is worth a thief.
+        if displaced {
+            self.notify_one();
+        }
         if self.is_shutdown() {
             // Shutdown may have drained the injector before our push landed.
             self.drain_injector();
@@ -88,7 +95,7 @@ impl Shared {
                         green,
                         yielded: false,
                     };
-                    core.run_queue.borrow_mut().push_back(runnable);
+                    core.push_lifo(worker::Next::Started(runnable));
                 }
             }
         });

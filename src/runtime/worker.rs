@@ -105,6 +105,12 @@ pub(crate) struct Core {
     shared: Arc<Shared>,
     pub(crate) deque: Worker<Task>,
     pub(crate) run_queue: RefCell<VecDeque<Runnable>>,
+    /// The unit this worker itself just spawned or woke: it runs next, while its data
+    /// is hot in cache and without waking another worker for it (see [`Core::push_lifo`]).
+    lifo: Cell<Option<Next>>,
+    /// How many units in a row came from `lifo`; capped so two green threads or tasks
+    /// waking each other cannot starve the rest of the queues.
+    lifo_streak: Cell<u32>,
     stacks: RefCell<StackPool>,
     live: RefCell<LiveTable>,
     tick: Cell<u32>,
@@ -121,6 +127,8 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         shared: shared.clone(),
         deque,
         run_queue: RefCell::new(VecDeque::new()),
+        lifo: Cell::new(None),
+        lifo_streak: Cell::new(0),
         stacks: RefCell::new(StackPool::new(shared.config.stack_size)),
         live: RefCell::default(),
         tick: Cell::new(0),
@@ -162,6 +170,17 @@ impl Core {
     fn next_local(&self, local: &Local) -> Option<Next> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
+        if let Some(next) = self.lifo.take() {
+            if self.lifo_streak.get() < MAX_LIFO_STREAK {
+                self.lifo_streak.set(self.lifo_streak.get() + 1);
+                return Some(next);
+            }
+            // Enough favouritism: back of the line, where others can reach it.
+            self.lifo_streak.set(0);
+            self.push_queued(next);
+        } else {
+            self.lifo_streak.set(0);
+        }
         if tick.is_multiple_of(GLOBAL_INTERVAL) {
             crate::time::fire_due(&local.timers);
             self.drain_inbox();
@@ -182,6 +201,27 @@ impl Core {
         }
         self.drain_inbox();
         self.pop_run_queue().map(Next::Started)
+    }
+
+    /// Makes `next` the unit this worker runs next. Returns true when that displaced
+    /// another unit onto the shared-visible queues, so an idle worker may want to know.
+    pub(crate) fn push_lifo(&self, next: Next) -> bool {
+        match self.lifo.replace(Some(next)) {
+            Some(previous) => {
+                self.push_queued(previous);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The normal place for a unit: started green threads to the private run queue,
+    /// stealable work to the deque.
+    fn push_queued(&self, next: Next) {
+        match next {
+            Next::Started(runnable) => self.run_queue.borrow_mut().push_back(runnable),
+            Next::Task(task) => self.deque.push(task),
+        }
     }
 
     fn pop_run_queue(&self) -> Option<Runnable> {
@@ -251,6 +291,7 @@ impl Core {
     fn has_work(&self, local: &Local) -> bool {
         let shared = &self.shared;
         shared.is_shutdown()
+            || self.has_lifo()
             || !self.deque.is_empty()
             || !self.run_queue.borrow().is_empty()
             || !shared.workers[self.index].inbox.is_empty()
@@ -261,6 +302,13 @@ impl Core {
                 .borrow_mut()
                 .next_deadline()
                 .is_some_and(|d| d <= Instant::now())
+    }
+
+    fn has_lifo(&self) -> bool {
+        let next = self.lifo.take();
+        let has = next.is_some();
+        self.lifo.set(next);
+        has
     }
 
     fn park(&self, local: &Local) {
@@ -381,6 +429,9 @@ impl Core {
 
     /// Cancels everything at home here, then empties this worker's queues.
     fn shutdown(&self) {
+        if let Some(next) = self.lifo.take() {
+            self.push_queued(next);
+        }
         let live = self.live.borrow_mut().drain();
         for green in live {
             if !green.state.claim_for_shutdown() {
@@ -414,8 +465,11 @@ impl Core {
     }
 }
 
+/// Consecutive units a worker may take from its LIFO slot (tokio uses 3 too).
+const MAX_LIFO_STREAK: u32 = 3;
+
 /// What the loop runs next.
-enum Next {
+pub(crate) enum Next {
     /// A started green thread from the private queue.
     Started(Runnable),
     /// Stealable work: an unstarted green thread or a future task.
