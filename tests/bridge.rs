@@ -3,35 +3,12 @@
 //! `JoinHandle`s; green threads and tasks interleave on one worker; `greenrt::block_on`
 //! works on a plain thread.
 
+mod common;
+use common::{runtime, with_watchdog};
 use futures::channel::{mpsc as fmpsc, oneshot};
 use futures::{SinkExt, StreamExt};
-use greenrt::runtime::{Builder, Runtime};
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
-
-/// Runs `body` on its own thread and fails the test with a message if it does not
-/// finish within `limit` (a lost wake would otherwise hang the binary). Panics pass
-/// through.
-fn with_watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => resume_unwind(payload),
-        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
-    }
-}
 
 #[test]
 fn green_block_on_futures_completed_by_other_green_threads() {

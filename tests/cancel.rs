@@ -3,37 +3,17 @@
 //! (their destructors run) and cancels queued work; `Runtime::run` hands back borrowed,
 //! non-Send values and resumes a panic on its caller.
 
+mod common;
+use common::{runtime, with_watchdog};
 use futures::future::pending;
-use greenrt::runtime::{Builder, Runtime};
+use greenrt::runtime::Runtime;
 use greenrt::Cancelled;
 use std::cell::Cell;
-use std::panic::{catch_unwind, panic_any, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
-
-/// Runs `body` on its own thread and fails the test with a message if it does not
-/// finish within `limit`: a cancellation that never lands must fail, not hang.
-fn with_watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => resume_unwind(payload),
-        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
-    }
-}
 
 /// Sets its flag when dropped: proves a destructor ran (an unwind, or a closure that
 /// was dropped without running).

@@ -1,15 +1,12 @@
 //! Identity: `greenrt::current()`, `GreenId` uniqueness, `JoinHandle::green()` and
 //! names given with `greenrt::Builder::name`.
 
-use greenrt::runtime::{Builder, Runtime};
+mod common;
+use common::runtime;
 use greenrt::GreenId;
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::hash::Hash;
-
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
 
 #[test]
 fn current_is_none_outside_green_threads() {

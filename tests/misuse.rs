@@ -3,37 +3,16 @@
 //! the `max_green_threads` cap is an error (or a panic from `spawn`) that says what to
 //! change, and lifts once green threads finish.
 
+mod common;
+use common::{runtime, with_watchdog};
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 use greenrt::runtime::{Builder, Runtime};
 use std::any::Any;
 use std::io::ErrorKind;
-use std::panic::resume_unwind;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
-
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
-
-/// Runs `body` on its own thread and fails the test with a message if it does not
-/// finish within `limit`: a spawn that waits forever for room must fail, not hang.
-fn with_watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => resume_unwind(payload),
-        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
-    }
-}
 
 fn message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

@@ -4,38 +4,17 @@
 //!
 //! (The warning that blocking while unwinding emits is checked in tests/tracing.rs.)
 
+mod common;
+use common::{runtime, with_watchdog};
 use futures::channel::oneshot;
-use greenrt::runtime::{Builder, Runtime};
 use std::any::Any;
 use std::future::Future;
-use std::panic::{catch_unwind, panic_any, resume_unwind, AssertUnwindSafe};
+use std::panic::panic_any;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
 use std::time::Duration;
-
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
-
-/// Runs `body` on its own thread and fails the test with a message if it does not
-/// finish within `limit` (a destructor that switched while unwinding could deadlock).
-fn with_watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => resume_unwind(payload),
-        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
-    }
-}
 
 fn message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

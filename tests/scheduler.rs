@@ -2,11 +2,11 @@
 //! stolen, a yield loop starves nothing, and work from outside the runtime runs while
 //! the workers are busy.
 
+mod common;
+use common::{runtime, with_watchdog};
 use futures::channel::oneshot;
-use greenrt::runtime::{Builder, Runtime};
 use std::collections::HashSet;
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -21,35 +21,12 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
-
 /// The OS thread running the caller. Not inlined, so the thread-local behind
 /// `thread::current()` is looked up afresh at every call: a compiler that cached its
 /// address across a suspension could hide a migration from the test.
 #[inline(never)]
 fn os_thread() -> ThreadId {
     std::hint::black_box(std::thread::current().id())
-}
-
-/// Runs `body` on its own thread and fails the test with a message if it does not
-/// finish within `limit` (a starved or lost green thread would otherwise hang the test
-/// binary forever). A panic in `body` is passed through.
-fn with_watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => resume_unwind(payload),
-        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
-    }
 }
 
 /// Returns Pending once after waking itself: the async counterpart of `yield_now`.

@@ -1,37 +1,15 @@
 //! Stacks at scale: 10,000 green threads suspended at once keep their stacks intact and
 //! all complete; 1,000,000 short green threads spawned in a row all run.
 
+mod common;
+use common::{runtime, with_watchdog};
 use futures::channel::oneshot;
-use greenrt::runtime::{Builder, Runtime};
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
-
-/// Runs `body` on its own thread and fails the test with a message if it does not
-/// finish within `limit`, instead of hanging the test binary. Panics pass through.
-fn with_watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => resume_unwind(payload),
-        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
-    }
-}
 
 /// A gate every green thread waits on until it is opened once for all. Each waiter
 /// reports on `arrived` when it first finds the gate shut (it is about to suspend).

@@ -2,32 +2,10 @@
 //! in future tasks and `Runtime::block_on`; polled outside any runtime it panics with a
 //! message that says so.
 
-use greenrt::runtime::{Builder, Runtime};
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
+mod common;
+use common::{runtime, with_watchdog};
+use std::panic::catch_unwind;
 use std::time::{Duration, Instant};
-
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
-
-/// Runs `body` on its own thread and fails the test with a message if it does not
-/// finish within `limit` (a timer that never fires would hang the binary otherwise).
-fn with_watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => resume_unwind(payload),
-        Err(_) => panic!("watchdog: {what} did not finish within {limit:?}"),
-    }
-}
 
 #[test]
 fn two_thousand_sleeping_green_threads_sleep_concurrently() {

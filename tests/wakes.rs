@@ -13,7 +13,8 @@
 //! and it is polled exactly once per step plus once more, except that each double wake
 //! may cost at most one extra (spurious) poll.
 
-use greenrt::runtime::{Builder, Runtime};
+mod common;
+use common::runtime;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -24,10 +25,6 @@ use std::time::Duration;
 
 const STEPS: usize = 40;
 const FOREIGN_THREADS: usize = 3;
-
-fn runtime(workers: usize) -> Runtime {
-    Builder::new().worker_threads(workers).build().unwrap()
-}
 
 /// Runs `body` on its own thread and fails the test with a message if it does not
 /// finish within `limit`: a lost wake must fail the test, not hang it.
