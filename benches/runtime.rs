@@ -416,9 +416,12 @@ fn chained_spawn(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------------
 // switch: one round trip into a coroutine and back.
 // - corosensei_resume_suspend: corosensei's raw resume + suspend.
-// - greenrt_yield_1worker: greenrt's raw switch is not public, so this is yield_now()
-//   in a loop by the only green thread of a 1-worker runtime: a round trip through the
-//   scheduler (switch out, requeue, pick, switch in), not just the two switches.
+// - greenrt_raw_switch_inline_asm: greenrt's context switch alone (the one the runtime
+//   uses), through the doc-hidden `greenrt::bench::RawSwitch`: resume + suspend.
+// - greenrt_raw_switch_naked: the naked-function variant, measured and rejected.
+// - greenrt_yield_1worker: yield_now() in a loop by the only green thread of a
+//   1-worker runtime: a round trip through the scheduler (switch out, requeue, pick,
+//   switch in), not just the two switches.
 // - greenrt_yield_run_host: the same in the green thread hosted by Runtime::run on the
 //   bench thread (its one-green-thread scheduler loop).
 // - greenrt_async_yield_1worker / tokio_yield_1worker: a future task yielding (waking
@@ -438,6 +441,16 @@ fn switch(c: &mut Criterion) {
         g.bench_function("corosensei_resume_suspend", |b| {
             b.iter(|| black_box(coroutine.resume(())))
         });
+    }
+    for (name, variant) in [
+        (
+            "greenrt_raw_switch_inline_asm",
+            greenrt::bench::Variant::InlineAsm,
+        ),
+        ("greenrt_raw_switch_naked", greenrt::bench::Variant::Naked),
+    ] {
+        let mut raw = greenrt::bench::RawSwitch::new(variant);
+        g.bench_function(name, |b| b.iter(|| raw.round_trip()));
     }
 
     let rt = greenrt_rt(1);
