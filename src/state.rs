@@ -32,6 +32,12 @@
 //!   yield costs no atomic operation. A wake meanwhile sets NOTIFIED, which at worst
 //!   causes one spurious poll later.
 
+// Under the loom model checks (`RUSTFLAGS="--cfg loom" cargo test --release --lib state`)
+// the word is loom's atomic, so loom explores every interleaving of the transitions
+// below; everywhere else it is std's. The transitions themselves are the same code.
+#[cfg(all(loom, test))]
+use loom::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(not(all(loom, test)))]
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) const SCHEDULED: usize = 1;
@@ -180,7 +186,8 @@ impl State {
     }
 }
 
-#[cfg(test)]
+// Plain unit tests; loom's atomics panic outside `loom::model`, so not under loom.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -243,5 +250,245 @@ mod tests {
                 .sum();
             assert_eq!(scheduled, 1);
         }
+    }
+}
+
+/// Model checks of the transitions with loom, which runs each model under every
+/// interleaving (and every weak-memory outcome it models) of its threads:
+///
+/// ```text
+/// RUSTFLAGS="--cfg loom" cargo test --release --lib state
+/// ```
+///
+/// The models play the scheduler's side of the protocol (design.md, section 2): a
+/// worker that ran a green thread (or polled a task) stops it with `stop_running` and
+/// requeues it on `Requeue`; a waker that gets `Wake::Schedule` queues it. Here whoever
+/// queues it runs it next, on its own thread (as a woken task runs on the waking
+/// worker): the `UnsafeCell` standing for the green thread's RunState makes loom check
+/// that two threads never hold it at once and that each holder sees the last one's
+/// writes. The green thread's body parks until its condition (`ready`, set by the
+/// waker before it wakes) holds, so a lost wake leaves it idle and never COMPLETE.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    struct Green {
+        state: State,
+        /// The condition the green thread waits for.
+        ready: AtomicBool,
+        /// Stands for the RunState only the RUNNING holder may touch: slices run.
+        slices: UnsafeCell<usize>,
+        /// Places it sits in a run queue: never more than one.
+        queued: AtomicUsize,
+        /// How many transitions told their caller to queue it.
+        schedules: AtomicUsize,
+    }
+
+    impl Green {
+        /// A green thread that ran once and parked: idle.
+        fn idle() -> Arc<Green> {
+            let green = Green::running();
+            assert_eq!(green.state.stop_running(), AfterRun::Idle);
+            green
+        }
+
+        /// A green thread a worker popped and is running.
+        fn running() -> Arc<Green> {
+            let green = Arc::new(Green {
+                state: State::new_scheduled(),
+                ready: AtomicBool::new(false),
+                slices: UnsafeCell::new(0),
+                queued: AtomicUsize::new(1),
+                schedules: AtomicUsize::new(0),
+            });
+            green.pop_and_start();
+            green
+        }
+
+        fn push(&self) {
+            self.schedules.fetch_add(1, Ordering::Relaxed);
+            let before = self.queued.fetch_add(1, Ordering::Relaxed);
+            assert_eq!(before, 0, "queued twice");
+        }
+
+        /// Pops it from its queue and takes it to RUNNING; returns the previous word.
+        fn pop_and_start(&self) -> usize {
+            assert_eq!(self.queued.fetch_sub(1, Ordering::Relaxed), 1);
+            self.state.start_run()
+        }
+
+        /// The rest of a slice the caller holds RUNNING: the body runs (or unwinds
+        /// when `prev` says it was cancelled), then finishes or parks. Whoever queues
+        /// it again runs it at once; returns when it is idle or finished.
+        fn run_slice(&self, mut prev: usize) {
+            loop {
+                // SAFETY (model): only the RUNNING holder touches it; loom checks that.
+                self.slices.with_mut(|slices| unsafe { *slices += 1 });
+                if prev & CANCELLED != 0 || self.ready.load(Ordering::Acquire) {
+                    self.state.complete();
+                    return;
+                }
+                // Not ready: it parks; the worker stops it on its own stack.
+                match self.state.stop_running() {
+                    AfterRun::Idle => return,
+                    AfterRun::Requeue => {
+                        self.push();
+                        prev = self.pop_and_start();
+                    }
+                }
+            }
+        }
+
+        /// Acts on what a wake or cancel returned: queue it and run it here.
+        fn after_wake(&self, wake: Wake) {
+            if wake == Wake::Schedule {
+                self.push();
+                let prev = self.pop_and_start();
+                self.run_slice(prev);
+            }
+        }
+
+        /// The waker's side: make the condition true, then wake.
+        fn make_ready_and_wake(&self) {
+            self.ready.store(true, Ordering::Release);
+            self.after_wake(self.state.wake());
+        }
+
+        fn assert_finished(&self) {
+            let word = self.state.load();
+            assert_eq!(
+                word & (COMPLETE | RUNNING | SCHEDULED | NOTIFIED),
+                COMPLETE,
+                "a wake was lost or it is still queued (state {word:#b})"
+            );
+            assert_eq!(self.queued.load(Ordering::Relaxed), 0);
+            // SAFETY (model): every thread that ran it has been joined.
+            let slices = self.slices.with(|slices| unsafe { *slices });
+            assert!(slices >= 1);
+        }
+    }
+
+    /// Models with three threads: exhaustive takes minutes, so bound the preemptions
+    /// per execution (tokio's loom tests use 2 to 4). `LOOM_MAX_PREEMPTIONS` overrides.
+    fn model3(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
+        builder.check(f);
+    }
+
+    fn spawn(green: &Arc<Green>, f: fn(&Green)) -> thread::JoinHandle<()> {
+        let green = green.clone();
+        thread::spawn(move || f(&green))
+    }
+
+    /// RUNNING → stop_running on the worker vs a wake from another thread: exactly one
+    /// of them queues it (the worker on NOTIFIED, the waker on idle), the wake is never
+    /// lost and it is never queued twice.
+    #[test]
+    fn wake_racing_with_suspend() {
+        loom::model(|| {
+            let green = Green::running();
+            let waker = spawn(&green, Green::make_ready_and_wake);
+            green.run_slice(0);
+            waker.join().unwrap();
+            green.assert_finished();
+            // At most one requeue: the worker's or the waker's, never both.
+            assert!(green.schedules.load(Ordering::Relaxed) <= 1);
+        });
+    }
+
+    /// Two wakes of an idle green thread from two threads: exactly one schedules it.
+    #[test]
+    fn double_wake_while_idle() {
+        loom::model(|| {
+            let green = Green::idle();
+            let first = spawn(&green, Green::make_ready_and_wake);
+            let second = spawn(&green, Green::make_ready_and_wake);
+            first.join().unwrap();
+            second.join().unwrap();
+            green.assert_finished();
+            assert_eq!(green.schedules.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    /// Two wakes from two threads while it runs and then parks: one requeue in all.
+    #[test]
+    fn double_wake_racing_with_suspend() {
+        model3(|| {
+            let green = Green::running();
+            let first = spawn(&green, Green::make_ready_and_wake);
+            let second = spawn(&green, Green::make_ready_and_wake);
+            green.run_slice(0);
+            first.join().unwrap();
+            second.join().unwrap();
+            green.assert_finished();
+            assert!(green.schedules.load(Ordering::Relaxed) <= 1);
+        });
+    }
+
+    /// A cancel and a wake of an idle green thread: exactly one schedules it, and
+    /// whichever runs it next either finds it ready or sees CANCELLED (and unwinds).
+    #[test]
+    fn cancel_racing_with_wake_while_idle() {
+        loom::model(|| {
+            let green = Green::idle();
+            let canceller = spawn(&green, |green| green.after_wake(green.state.cancel()));
+            green.make_ready_and_wake();
+            canceller.join().unwrap();
+            green.assert_finished();
+            assert_eq!(green.schedules.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    /// A cancel and a wake while it runs and then parks: it is requeued at most once,
+    /// and the cancel is never lost: it never ends idle.
+    #[test]
+    fn cancel_racing_with_wake_and_suspend() {
+        model3(|| {
+            let green = Green::running();
+            let canceller = spawn(&green, |green| green.after_wake(green.state.cancel()));
+            let waker = spawn(&green, Green::make_ready_and_wake);
+            green.run_slice(0);
+            canceller.join().unwrap();
+            waker.join().unwrap();
+            green.assert_finished();
+            assert!(green.schedules.load(Ordering::Relaxed) <= 1);
+        });
+    }
+
+    /// A cancel alone racing with the suspend: the cancel, not a `ready`, must finish
+    /// it, so this is the check that CANCELLED is never lost.
+    #[test]
+    fn cancel_racing_with_suspend() {
+        loom::model(|| {
+            let green = Green::running();
+            let canceller = spawn(&green, |green| green.after_wake(green.state.cancel()));
+            green.run_slice(0);
+            canceller.join().unwrap();
+            green.assert_finished();
+            assert!(green.schedules.load(Ordering::Relaxed) <= 1);
+        });
+    }
+
+    /// A wake or cancel racing with completion never schedules a finished one.
+    #[test]
+    fn wake_and_cancel_racing_with_complete() {
+        model3(|| {
+            let green = Green::running();
+            green.ready.store(true, Ordering::Relaxed);
+            let waker = spawn(&green, |green| green.after_wake(green.state.wake()));
+            let canceller = spawn(&green, |green| green.after_wake(green.state.cancel()));
+            green.run_slice(0);
+            waker.join().unwrap();
+            canceller.join().unwrap();
+            green.assert_finished();
+            assert_eq!(green.schedules.load(Ordering::Relaxed), 0);
+        });
     }
 }
