@@ -46,10 +46,13 @@
 mod arch;
 #[doc(hidden)]
 pub mod bench;
+mod blocking;
 mod bridge;
 mod green;
 mod join;
+pub mod net;
 mod overflow;
+mod reactor;
 pub mod runtime;
 mod stack;
 mod state;
@@ -58,6 +61,7 @@ pub mod time;
 #[cfg(feature = "tracing")]
 mod trace;
 
+pub use blocking::{spawn_blocking, unblock};
 pub use green::{Cancelled, Green, GreenId};
 pub use join::JoinHandle;
 

@@ -29,6 +29,7 @@ pub struct Builder {
     stack_size: usize,
     thread_name: String,
     max_green_threads: Option<usize>,
+    max_blocking_threads: usize,
 }
 
 /// The most worker threads a runtime accepts.
@@ -49,6 +50,7 @@ impl Builder {
             stack_size: stack::DEFAULT_STACK_SIZE,
             thread_name: "greenrt-worker".to_string(),
             max_green_threads: None,
+            max_blocking_threads: crate::blocking::DEFAULT_MAX_BLOCKING_THREADS,
         }
     }
 
@@ -80,6 +82,21 @@ impl Builder {
         self
     }
 
+    /// At most this many threads in the blocking pool that runs
+    /// [`greenrt::unblock`](crate::unblock) and [`greenrt::spawn_blocking`](crate::spawn_blocking)
+    /// jobs (at least 1); more jobs wait in a queue. Idle pool threads exit after 10 s.
+    /// Default 512.
+    ///
+    /// ```
+    /// let err = greenrt::runtime::Builder::new().max_blocking_threads(0).build().unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("max_blocking_threads"));
+    /// ```
+    pub fn max_blocking_threads(&mut self, n: usize) -> &mut Builder {
+        self.max_blocking_threads = n;
+        self
+    }
+
     /// Validates the settings and starts the workers.
     pub fn build(&mut self) -> io::Result<Runtime> {
         let worker_threads = match self.worker_threads {
@@ -104,11 +121,18 @@ impl Builder {
                 "max_green_threads(0) is out of range: it must be at least 1",
             ));
         }
+        if self.max_blocking_threads == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "max_blocking_threads(0) is out of range: it must be at least 1",
+            ));
+        }
         Runtime::start(Config {
             worker_threads,
             stack_size,
             thread_name: self.thread_name.clone(),
             max_green_threads: self.max_green_threads,
+            max_blocking_threads: self.max_blocking_threads,
         })
     }
 }

@@ -11,6 +11,17 @@
 //! - A worker about to park first registers as a sleeper, then (after a SeqCst fence)
 //!   checks every queue once more. A pusher does push, fence, then reads the counters.
 //!   Either the pusher sees the sleeper, or the sleeper sees the work: no lost wake-up.
+//! - With the I/O reactor, the one parked worker holding the poll lock blocks in
+//!   `epoll_wait` instead of `thread::park`. Unparking a worker
+//!   (`Shared::unpark_worker`) therefore also writes the reactor's `mio::Waker` when that
+//!   worker is the driver. The driver publishes its index *before* its last check for
+//!   work (store, SeqCst fence, check), and the unparker reads it *after* making the
+//!   work visible (push, fence, load): the same Dekker pairing as above, so either the
+//!   driver sees the work or the unparker sees the driver. The waker is an eventfd that
+//!   stays readable until the next poll, so a wake that lands before `epoll_wait` is
+//!   not lost either (like `thread::unpark`'s token). Readiness itself is not work in
+//!   these queues: the driver dispatches it to wakers, which push onto queues and
+//!   notify through this module like any other wake.
 //!
 //! It never touches queues itself.
 

@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) stack_size: usize,
     pub(crate) thread_name: String,
     pub(crate) max_green_threads: Option<usize>,
+    pub(crate) max_blocking_threads: usize,
 }
 
 /// Everything the workers, handles and wakers of one runtime share.
@@ -51,6 +52,10 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskList,
     /// Stacks of finished `Runtime::run` green threads, kept for the next call.
     pub(crate) host_stacks: Mutex<Vec<crate::stack::Stack>>,
+    /// The I/O reactor, driven by parking workers (see `crate::reactor`).
+    pub(crate) reactor: Arc<crate::reactor::Reactor>,
+    /// Threads for `unblock` / `spawn_blocking`.
+    pub(crate) blocking: crate::blocking::Pool,
 }
 
 impl Shared {
@@ -100,25 +105,32 @@ impl Shared {
             }
         });
         if let Some(green) = green {
-            let worker = &self.workers[index];
-            worker.inbox.push(green);
-            worker.unpark();
+            self.workers[index].inbox.push(green);
+            self.unpark_worker(index);
         }
     }
 
     /// Wakes one parked worker if nobody is searching for work.
     pub(crate) fn notify_one(&self) {
         if let Some(index) = self.idle.worker_to_notify() {
-            self.workers[index].unpark();
+            self.unpark_worker(index);
         }
+    }
+
+    /// Wakes worker `index` whether it parks on its thread or blocks in the reactor's
+    /// `epoll_wait`. The caller has made the work it is waking it for visible.
+    pub(crate) fn unpark_worker(&self, index: usize) {
+        self.workers[index].unpark();
+        self.reactor.unpark(index);
     }
 
     fn begin_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        for worker in self.workers.iter() {
-            worker.unpark();
+        for index in 0..self.workers.len() {
+            self.unpark_worker(index);
         }
+        self.blocking.shutdown();
     }
 
     /// Cancels whatever sits in the injector (only after shutdown began).
@@ -270,6 +282,11 @@ impl Runtime {
             live_greens: Arc::new(AtomicUsize::new(0)),
             tasks: TaskList::new(),
             host_stacks: Mutex::new(Vec::new()),
+            reactor: Arc::new(crate::reactor::Reactor::new()?),
+            blocking: crate::blocking::Pool::new(
+                config.max_blocking_threads,
+                config.thread_name.clone(),
+            ),
             config,
         });
         let mut runtime = Runtime {

@@ -15,6 +15,9 @@
 //! alternate between the private run queue and the deque (so neither starves the
 //! other), then the inbox; when all are empty, search (injector, then steal a batch from
 //! the others), and when that finds nothing, park until woken or the next timer is due.
+//! Parking blocks in the reactor's `epoll_wait` when this worker gets the poll lock
+//! (`crate::reactor`); every [`GLOBAL_INTERVAL`] ticks the reactor is also polled
+//! without blocking, next to the timers.
 //!
 //! It must never resume a green thread whose home is another worker, and never hold a
 //! `RefCell` borrow across a switch into a green thread (green code may push onto the
@@ -183,6 +186,10 @@ impl Core {
         }
         if tick.is_multiple_of(GLOBAL_INTERVAL) {
             crate::time::fire_due(&local.timers);
+            // I/O readiness, so it is not starved while every worker is busy.
+            if self.shared.reactor.has_registrations() {
+                crate::reactor::wake_all(self.shared.reactor.poll_now());
+            }
             self.drain_inbox();
             if let Some(task) = steal_one(|| self.shared.injector.steal()) {
                 return Some(Next::Task(task));
@@ -317,27 +324,46 @@ impl Core {
         }
         let idle = &self.shared.idle;
         idle.register_sleeper(self.index);
-        if !self.has_work(local) {
+        let deadline = local.timers.borrow_mut().next_deadline();
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        // Whoever gets the poll lock waits in epoll_wait (and does the last check for
+        // work after publishing itself as the driver: see `Reactor::park`); the others
+        // park the thread as before.
+        #[cfg(feature = "tracing")]
+        let trace_park = || {
+            crate::trace::worker_idle();
+            crate::trace::park_event(self.index);
+        };
+        let ready = self.shared.reactor.park(self.index, timeout, || {
+            let has_work = self.has_work(local);
             #[cfg(feature = "tracing")]
-            {
-                crate::trace::worker_idle();
-                crate::trace::park_event(self.index);
+            if !has_work {
+                trace_park();
             }
-            let deadline = local.timers.borrow_mut().next_deadline();
-            match deadline {
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if deadline > now {
-                        std::thread::park_timeout(deadline - now);
+            has_work
+        });
+        let ready = match ready {
+            Some(ready) => ready,
+            None => {
+                if !self.has_work(local) {
+                    #[cfg(feature = "tracing")]
+                    trace_park();
+                    match timeout {
+                        Some(timeout) if timeout.is_zero() => {}
+                        Some(timeout) => std::thread::park_timeout(timeout),
+                        None => std::thread::park(),
                     }
                 }
-                None => std::thread::park(),
+                Vec::new()
             }
-        }
+        };
         if idle.unregister(self.index) {
             // A notifier picked us and counted us as searching.
             self.searching.set(true);
         }
+        // Readiness wakes go through the waiters' own wakers: a started green thread
+        // lands on its owner worker (our LIFO slot when that is us).
+        crate::reactor::wake_all(ready);
     }
 
     fn run_task(&self, next: Next) {

@@ -1,0 +1,154 @@
+//! Addresses: which ones need a name lookup, and doing it off the workers.
+
+use crate::bridge::{self, Caller};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// What an address argument turned into: addresses, or a name to look up.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Addrs {
+    Ready(Vec<SocketAddr>),
+    Lookup(String, u16),
+}
+
+mod sealed {
+    pub trait Sealed {
+        fn to_addrs(&self) -> std::io::Result<super::Addrs>;
+    }
+}
+
+/// Like [`std::net::ToSocketAddrs`], for greenrt's sockets: implemented for the same
+/// types, but a host name is looked up on the blocking pool (from green threads and
+/// async code) instead of on the calling worker.
+pub trait ToSocketAddrs: sealed::Sealed {}
+
+impl<T: sealed::Sealed + ?Sized> ToSocketAddrs for T {}
+
+fn ready(addr: SocketAddr) -> io::Result<Addrs> {
+    Ok(Addrs::Ready(vec![addr]))
+}
+
+impl sealed::Sealed for SocketAddr {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        ready(*self)
+    }
+}
+impl sealed::Sealed for SocketAddrV4 {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        ready((*self).into())
+    }
+}
+impl sealed::Sealed for SocketAddrV6 {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        ready((*self).into())
+    }
+}
+impl sealed::Sealed for (IpAddr, u16) {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        ready((*self).into())
+    }
+}
+impl sealed::Sealed for (Ipv4Addr, u16) {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        ready((*self).into())
+    }
+}
+impl sealed::Sealed for (Ipv6Addr, u16) {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        ready((*self).into())
+    }
+}
+impl sealed::Sealed for (&str, u16) {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        match self.0.parse::<IpAddr>() {
+            Ok(ip) => ready((ip, self.1).into()),
+            Err(_) => Ok(Addrs::Lookup(self.0.to_string(), self.1)),
+        }
+    }
+}
+impl sealed::Sealed for (String, u16) {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        (self.0.as_str(), self.1).to_addrs()
+    }
+}
+impl sealed::Sealed for str {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        if let Ok(addr) = self.parse::<SocketAddr>() {
+            return ready(addr);
+        }
+        let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "invalid socket address");
+        let (host, port) = self.rsplit_once(':').ok_or_else(invalid)?;
+        let port = port.parse::<u16>().map_err(|_| invalid())?;
+        (host, port).to_addrs()
+    }
+}
+impl sealed::Sealed for String {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        self.as_str().to_addrs()
+    }
+}
+impl sealed::Sealed for [SocketAddr] {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        Ok(Addrs::Ready(self.to_vec()))
+    }
+}
+impl<T: sealed::Sealed + ?Sized> sealed::Sealed for &T {
+    fn to_addrs(&self) -> io::Result<Addrs> {
+        (**self).to_addrs()
+    }
+}
+
+fn lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
+    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Iterator::collect)
+}
+
+/// Resolves for a blocking-style call: a lookup runs on the blocking pool from a green
+/// thread, inline on a plain thread.
+pub(crate) fn resolve<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<SocketAddr>> {
+    match addr.to_addrs()? {
+        Addrs::Ready(addrs) => Ok(addrs),
+        Addrs::Lookup(host, port) => match bridge::caller("greenrt::net name lookup") {
+            Caller::Green(_) => crate::unblock(move || lookup(host, port)),
+            Caller::Thread => lookup(host, port),
+        },
+    }
+}
+
+/// Resolves for async code: a lookup runs on the blocking pool when there is a runtime.
+pub(crate) async fn resolve_async<A: ToSocketAddrs + ?Sized>(
+    addr: &A,
+) -> io::Result<Vec<SocketAddr>> {
+    match addr.to_addrs()? {
+        Addrs::Ready(addrs) => Ok(addrs),
+        Addrs::Lookup(host, port) => {
+            if crate::runtime::context::current_handle().is_none() {
+                return lookup(host, port);
+            }
+            match crate::spawn_blocking(move || lookup(host, port)).await {
+                Ok(result) => result,
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        }
+    }
+}
+
+/// Tries `f` on each address in turn; returns the first success or the last error.
+pub(crate) fn each_addr<T>(
+    addrs: Vec<SocketAddr>,
+    mut f: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last = None;
+    for addr in addrs {
+        match f(addr) {
+            Ok(value) => return Ok(value),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any addresses",
+        )
+    }))
+}

@@ -1,0 +1,57 @@
+//! Networking: TCP, UDP and Unix sockets for green threads, async code and plain threads.
+//!
+//! The same types serve three kinds of callers:
+//! - **Green threads** use `std::io::Read`/`Write` (also on `&TcpStream`, so one green
+//!   thread can read while another writes) and the blocking-style methods (`accept`,
+//!   `connect`, `recv_from`...). When the socket is not ready, only the calling green
+//!   thread suspends until the runtime's reactor reports readiness; its worker keeps
+//!   running other green threads.
+//! - **Async code** uses `futures::io::AsyncRead`/`AsyncWrite` and the `_async` methods
+//!   ([`TcpStream::connect_async`], [`TcpListener::accept_async`],
+//!   [`UdpSocket::send_to_async`], [`UdpSocket::recv_from_async`]).
+//! - **Plain threads** (no runtime) get ordinary blocking sockets: the socket is always
+//!   non-blocking underneath, and a plain thread waits for readiness with `poll(2)`,
+//!   which behaves like a blocking call (including the read/write timeouts).
+//!
+//! Read and write timeouts return `ErrorKind::TimedOut` everywhere (std returns
+//! `WouldBlock` on Unix). Host names (`"localhost:80"`) are resolved on the blocking
+//! pool ([`crate::unblock`]) when called from a green thread or async code, never with
+//! `getaddrinfo` on a worker; numeric addresses are parsed in place.
+//!
+//! A socket registers with the reactor of the runtime it is first waited on in, and
+//! stays with it: waiting on it after that runtime shut down never completes.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use greenrt::net::{TcpListener, TcpStream};
+//!
+//! let rt = greenrt::runtime::Runtime::new()?;
+//! rt.run(|| -> std::io::Result<()> {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let addr = listener.local_addr()?;
+//!     let server = greenrt::spawn(move || -> std::io::Result<()> {
+//!         let (mut conn, _) = listener.accept()?;
+//!         let mut buf = [0; 5];
+//!         conn.read_exact(&mut buf)?;
+//!         conn.write_all(&buf)
+//!     });
+//!     let mut client = TcpStream::connect(addr)?;
+//!     client.write_all(b"hello")?;
+//!     let mut echo = [0; 5];
+//!     client.read_exact(&mut echo)?;
+//!     assert_eq!(&echo, b"hello");
+//!     server.join().unwrap()
+//! })?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod addr;
+mod source;
+mod tcp;
+mod udp;
+mod unix;
+
+pub use addr::ToSocketAddrs;
+pub use tcp::{Incoming, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};

@@ -1,0 +1,234 @@
+//! A non-blocking socket and its (lazy) reactor registration: the one place that turns
+//! `WouldBlock` into the right kind of waiting for the caller.
+
+use crate::bridge::{self, Caller};
+use crate::reactor::{Direction, Registration};
+use crate::runtime::context;
+use crate::time::Sleep;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// A non-blocking socket `S`, registered with a reactor the first time something waits
+/// on it inside a runtime.
+pub(crate) struct Source<S: AsRawFd> {
+    // Dropped before `io`: deregistration needs the fd still open.
+    registration: OnceLock<Registration>,
+    register_lock: Mutex<()>,
+    pub(crate) io: S,
+}
+
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "operation timed out")
+}
+
+fn no_runtime() -> io::Error {
+    io::Error::other(
+        "greenrt socket polled from async code outside a greenrt runtime: there is no \
+         reactor to wake it; await it inside a runtime (Runtime::block_on, spawn_async)",
+    )
+}
+
+impl<S: AsRawFd> Source<S> {
+    /// `io` must already be in non-blocking mode.
+    pub(crate) fn new(io: S) -> Source<S> {
+        Source {
+            registration: OnceLock::new(),
+            register_lock: Mutex::new(()),
+            io,
+        }
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        let Source {
+            registration, io, ..
+        } = self;
+        drop(registration);
+        io
+    }
+
+    /// The registration, made with the current runtime's reactor if there is none yet.
+    fn registration(&self) -> io::Result<&Registration> {
+        if let Some(registration) = self.registration.get() {
+            return Ok(registration);
+        }
+        let handle = context::current_handle().ok_or_else(no_runtime)?;
+        let _guard = self.register_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(registration) = self.registration.get() {
+            return Ok(registration);
+        }
+        let registration = handle.shared.reactor.register(self.io.as_raw_fd())?;
+        Ok(self.registration.get_or_init(|| registration))
+    }
+
+    /// Runs the non-blocking `f` until it does not return `WouldBlock`, waiting for
+    /// `direction` in between: a green thread suspends, a plain thread polls the fd.
+    /// Past `timeout`, returns `TimedOut`.
+    pub(crate) fn do_io<R>(
+        &self,
+        direction: Direction,
+        timeout: Option<Duration>,
+        what: &str,
+        mut f: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match f(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+            let green = match bridge::caller(what) {
+                Caller::Green(_) => !std::thread::panicking(),
+                Caller::Thread => false,
+            };
+            if green {
+                let registration = self.registration()?;
+                // Readiness seen since our attempt (or stale): clear it and retry.
+                if registration.io.clear(direction) {
+                    continue;
+                }
+                let ready = bridge::block_on_named(
+                    WaitReady {
+                        registration,
+                        direction,
+                        sleep: deadline.map(crate::time::sleep_until),
+                    },
+                    what,
+                );
+                if !ready {
+                    return Err(timed_out());
+                }
+            } else if !poll_fd(self.io.as_raw_fd(), direction, deadline)? {
+                return Err(timed_out());
+            }
+        }
+    }
+
+    /// The async form of [`Source::do_io`].
+    pub(crate) fn poll_io<R>(
+        &self,
+        direction: Direction,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&S) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            match f(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+            let registration = match self.registration() {
+                Ok(registration) => registration,
+                Err(error) => return Poll::Ready(Err(error)),
+            };
+            if registration.io.clear(direction) {
+                continue;
+            }
+            if registration.io.poll_ready(direction, cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Readiness of one direction, or a deadline (output: false when the deadline won).
+struct WaitReady<'a> {
+    registration: &'a Registration,
+    direction: Direction,
+    sleep: Option<Sleep>,
+}
+
+impl Future for WaitReady<'_> {
+    type Output = bool;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        if self
+            .registration
+            .io
+            .poll_ready(self.direction, cx)
+            .is_ready()
+        {
+            return Poll::Ready(true);
+        }
+        let timed_out = match &mut self.sleep {
+            Some(sleep) => Pin::new(sleep).poll(cx).is_ready(),
+            None => false,
+        };
+        if timed_out {
+            Poll::Ready(false)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Waits for `direction` on `fd` with `poll(2)` (plain threads). False on timeout.
+fn poll_fd(fd: RawFd, direction: Direction, deadline: Option<Instant>) -> io::Result<bool> {
+    let events = match direction {
+        Direction::Read => libc::POLLIN,
+        Direction::Write => libc::POLLOUT,
+    };
+    loop {
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                // Round up so we never wake before the deadline and spin.
+                left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+            }
+        };
+        let mut pollfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: `pollfd` is a valid, initialised pollfd that outlives the call, and
+        // we pass nfds = 1 for this one entry.
+        let n = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if n > 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// A read or write timeout: `None`, or a non-zero duration, in one atomic.
+#[derive(Default)]
+pub(crate) struct Timeout(AtomicU64);
+
+impl Timeout {
+    /// Sets it; a zero duration is an `InvalidInput` error, like std.
+    pub(crate) fn set(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let nanos = match timeout {
+            None => 0,
+            Some(d) if d.is_zero() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cannot set a 0 duration timeout",
+                ))
+            }
+            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        };
+        self.0.store(nanos, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+}

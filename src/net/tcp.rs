@@ -1,0 +1,425 @@
+//! TCP: [`TcpListener`] and [`TcpStream`].
+
+use super::addr::{each_addr, resolve, resolve_async, ToSocketAddrs};
+use super::source::{Source, Timeout};
+use crate::bridge::{self, Caller};
+use crate::reactor::Direction;
+use futures::io::{AsyncRead, AsyncWrite};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// A TCP listening socket. See the [module docs](crate::net).
+pub struct TcpListener {
+    inner: Source<mio::net::TcpListener>,
+}
+
+/// A TCP connection. `Read`/`Write` suspend only the calling green thread; they are
+/// also implemented for `&TcpStream`, so one green thread can read while another
+/// writes. Async code uses its `AsyncRead`/`AsyncWrite` impls.
+pub struct TcpStream {
+    inner: Source<mio::net::TcpStream>,
+    read_timeout: Timeout,
+    write_timeout: Timeout,
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("addr", &self.local_addr().ok())
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("addr", &self.local_addr().ok())
+            .field("peer", &self.peer_addr().ok())
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+impl TcpListener {
+    /// Binds to `addr` (the first address that works). `SO_REUSEADDR` is set and the
+    /// backlog is 1024.
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        let addrs = resolve(&addr)?;
+        each_addr(addrs, |addr| {
+            mio::net::TcpListener::bind(addr).map(|io| TcpListener {
+                inner: Source::new(io),
+            })
+        })
+    }
+
+    /// Accepts a connection: suspends a green caller until one arrives, blocks a plain
+    /// thread.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        self.inner
+            .do_io(Direction::Read, None, "TcpListener::accept", |l| l.accept())
+            .map(|(io, addr)| (TcpStream::from_mio(io), addr))
+    }
+
+    /// Accepts a connection, for async code.
+    pub async fn accept_async(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        std::future::poll_fn(|cx| self.inner.poll_io(Direction::Read, cx, |l| l.accept()))
+            .await
+            .map(|(io, addr)| (TcpStream::from_mio(io), addr))
+    }
+
+    /// An endless iterator of accepted connections.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.io.local_addr()
+    }
+
+    /// Wraps a std listener (switching it to non-blocking mode).
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        Ok(TcpListener {
+            inner: Source::new(mio::net::TcpListener::from_std(listener)),
+        })
+    }
+
+    /// The std listener, back in blocking mode.
+    pub fn into_std(self) -> io::Result<std::net::TcpListener> {
+        let listener = std::net::TcpListener::from(self.inner.into_inner());
+        listener.set_nonblocking(false)?;
+        Ok(listener)
+    }
+}
+
+/// Iterator over [`TcpListener::accept`]; never ends.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<TcpStream>;
+    fn next(&mut self) -> Option<io::Result<TcpStream>> {
+        Some(self.listener.accept().map(|(stream, _)| stream))
+    }
+}
+
+/// Whether blocking-style calls should suspend a green thread (else: block the thread).
+fn in_green(what: &str) -> bool {
+    matches!(bridge::caller(what), Caller::Green(_)) && !std::thread::panicking()
+}
+
+impl TcpStream {
+    fn from_mio(io: mio::net::TcpStream) -> TcpStream {
+        TcpStream {
+            inner: Source::new(io),
+            read_timeout: Timeout::default(),
+            write_timeout: Timeout::default(),
+        }
+    }
+
+    /// Connects to `addr` (each resolved address in turn). A green caller suspends
+    /// while connecting; a plain thread blocks.
+    pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        let addrs = resolve(&addr)?;
+        each_addr(addrs, |addr| TcpStream::connect_one(addr, None))
+    }
+
+    /// Connects to one address, failing with `TimedOut` after `timeout`.
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        TcpStream::connect_one(*addr, Some(timeout))
+    }
+
+    fn connect_one(addr: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
+        if !in_green("TcpStream::connect") {
+            let stream = match timeout {
+                Some(timeout) => std::net::TcpStream::connect_timeout(&addr, timeout)?,
+                None => std::net::TcpStream::connect(addr)?,
+            };
+            return TcpStream::from_std(stream);
+        }
+        let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?);
+        stream
+            .inner
+            .do_io(Direction::Write, timeout, "TcpStream::connect", connected)?;
+        Ok(stream)
+    }
+
+    /// Connects to `addr`, for async code.
+    pub async fn connect_async<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        let mut last = None;
+        for addr in resolve_async(&addr).await? {
+            match TcpStream::connect_one_async(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "could not resolve to any addresses",
+            )
+        }))
+    }
+
+    async fn connect_one_async(addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?);
+        std::future::poll_fn(|cx| stream.inner.poll_io(Direction::Write, cx, connected)).await?;
+        Ok(stream)
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.io.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.io.local_addr()
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.inner.io.set_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.inner.io.nodelay()
+    }
+
+    /// Shuts down the read half, the write half or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.io.shutdown(how)
+    }
+
+    /// Reads longer than this fail with `ErrorKind::TimedOut` (green and plain alike).
+    /// `None` (the default) waits forever; a zero duration is an `InvalidInput` error.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.set(timeout)
+    }
+
+    /// Writes longer than this fail with `ErrorKind::TimedOut`. See
+    /// [`set_read_timeout`](TcpStream::set_read_timeout).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.write_timeout.set(timeout)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.read_timeout.get())
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.write_timeout.get())
+    }
+
+    /// Wraps a std stream (switching it to non-blocking mode).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        Ok(TcpStream::from_mio(mio::net::TcpStream::from_std(stream)))
+    }
+
+    /// The std stream, back in blocking mode (its timeouts are not carried over).
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        let stream = std::net::TcpStream::from(self.inner.into_inner());
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}
+
+/// A connect in progress: `WouldBlock` until it completed, then its outcome.
+fn connected(stream: &mio::net::TcpStream) -> io::Result<()> {
+    if let Some(error) = stream.take_error()? {
+        return Err(error);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = self.read_timeout.get();
+        self.inner
+            .do_io(Direction::Read, timeout, "TcpStream::read", |mut s| {
+                s.read(buf)
+            })
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        let timeout = self.read_timeout.get();
+        self.inner
+            .do_io(Direction::Read, timeout, "TcpStream::read", |mut s| {
+                s.read_vectored(bufs)
+            })
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let timeout = self.write_timeout.get();
+        self.inner
+            .do_io(Direction::Write, timeout, "TcpStream::write", |mut s| {
+                s.write(buf)
+            })
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let timeout = self.write_timeout.get();
+        self.inner
+            .do_io(Direction::Write, timeout, "TcpStream::write", |mut s| {
+                s.write_vectored(bufs)
+            })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsyncRead for &TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_io(Direction::Read, cx, |mut s| s.read(buf))
+    }
+}
+
+impl AsyncWrite for &TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner
+            .poll_io(Direction::Write, cx, |mut s| s.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown(Shutdown::Write))
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut this: &TcpStream = self.get_mut();
+        Pin::new(&mut this).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut this: &TcpStream = self.get_mut();
+        Pin::new(&mut this).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown(Shutdown::Write))
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.io.as_raw_fd()
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.io.as_fd()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.io.as_raw_fd()
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.io.as_fd()
+    }
+}
+
+impl TryFrom<std::net::TcpStream> for TcpStream {
+    type Error = io::Error;
+    fn try_from(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        TcpStream::from_std(stream)
+    }
+}
+
+impl TryFrom<TcpStream> for std::net::TcpStream {
+    type Error = io::Error;
+    fn try_from(stream: TcpStream) -> io::Result<std::net::TcpStream> {
+        stream.into_std()
+    }
+}
+
+impl TryFrom<std::net::TcpListener> for TcpListener {
+    type Error = io::Error;
+    fn try_from(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        TcpListener::from_std(listener)
+    }
+}
+
+impl TryFrom<TcpListener> for std::net::TcpListener {
+    type Error = io::Error;
+    fn try_from(listener: TcpListener) -> io::Result<std::net::TcpListener> {
+        listener.into_std()
+    }
+}

@@ -1,0 +1,163 @@
+//! UDP: [`UdpSocket`].
+
+use super::addr::{each_addr, resolve, resolve_async, ToSocketAddrs};
+use super::source::{Source, Timeout};
+use crate::reactor::Direction;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+/// A UDP socket. Blocking-style methods suspend only a green caller; the `_async`
+/// methods are for async code. See the [module docs](crate::net).
+pub struct UdpSocket {
+    inner: Source<mio::net::UdpSocket>,
+    read_timeout: Timeout,
+    write_timeout: Timeout,
+}
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("addr", &self.local_addr().ok())
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+fn first(addrs: Vec<SocketAddr>) -> io::Result<SocketAddr> {
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to"))
+}
+
+impl UdpSocket {
+    fn from_mio(io: mio::net::UdpSocket) -> UdpSocket {
+        UdpSocket {
+            inner: Source::new(io),
+            read_timeout: Timeout::default(),
+            write_timeout: Timeout::default(),
+        }
+    }
+
+    /// Binds to `addr` (the first address that works).
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
+        each_addr(resolve(&addr)?, |addr| {
+            mio::net::UdpSocket::bind(addr).map(UdpSocket::from_mio)
+        })
+    }
+
+    /// Sends `buf` to `addr` (its first resolved address).
+    pub fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
+        let target = first(resolve(&addr)?)?;
+        let timeout = self.write_timeout.get();
+        self.inner
+            .do_io(Direction::Write, timeout, "UdpSocket::send_to", |s| {
+                s.send_to(buf, target)
+            })
+    }
+
+    /// Receives one datagram and its sender.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let timeout = self.read_timeout.get();
+        self.inner
+            .do_io(Direction::Read, timeout, "UdpSocket::recv_from", |s| {
+                s.recv_from(buf)
+            })
+    }
+
+    /// Sets the default peer for [`send`](UdpSocket::send) and filters
+    /// [`recv`](UdpSocket::recv) to it.
+    pub fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        each_addr(resolve(&addr)?, |addr| self.inner.io.connect(addr))
+    }
+
+    /// Sends to the connected peer.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        let timeout = self.write_timeout.get();
+        self.inner
+            .do_io(Direction::Write, timeout, "UdpSocket::send", |s| {
+                s.send(buf)
+            })
+    }
+
+    /// Receives one datagram from the connected peer.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = self.read_timeout.get();
+        self.inner
+            .do_io(Direction::Read, timeout, "UdpSocket::recv", |s| s.recv(buf))
+    }
+
+    /// [`send_to`](UdpSocket::send_to) for async code.
+    pub async fn send_to_async<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
+        let target = first(resolve_async(&addr).await?)?;
+        std::future::poll_fn(|cx| {
+            self.inner
+                .poll_io(Direction::Write, cx, |s| s.send_to(buf, target))
+        })
+        .await
+    }
+
+    /// [`recv_from`](UdpSocket::recv_from) for async code.
+    pub async fn recv_from_async(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        std::future::poll_fn(|cx| {
+            self.inner
+                .poll_io(Direction::Read, cx, |s| s.recv_from(&mut *buf))
+        })
+        .await
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.io.local_addr()
+    }
+
+    /// The connected peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.io.peer_addr()
+    }
+
+    /// Receives longer than this fail with `ErrorKind::TimedOut`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.set(timeout)
+    }
+
+    /// Sends longer than this fail with `ErrorKind::TimedOut`.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.write_timeout.set(timeout)
+    }
+
+    /// Wraps a std socket (switching it to non-blocking mode).
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        socket.set_nonblocking(true)?;
+        Ok(UdpSocket::from_mio(mio::net::UdpSocket::from_std(socket)))
+    }
+
+    /// The std socket, back in blocking mode.
+    pub fn into_std(self) -> io::Result<std::net::UdpSocket> {
+        let socket = std::net::UdpSocket::from(std::os::fd::OwnedFd::from(self.inner.into_inner()));
+        socket.set_nonblocking(false)?;
+        Ok(socket)
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.io.as_raw_fd()
+    }
+}
+
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.io.as_fd()
+    }
+}
+
+impl TryFrom<std::net::UdpSocket> for UdpSocket {
+    type Error = io::Error;
+    fn try_from(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        UdpSocket::from_std(socket)
+    }
+}

@@ -1,0 +1,324 @@
+//! The I/O reactor: one `mio::Poll` (epoll on Linux) per runtime, driven by the workers.
+//!
+//! This module owns the poll instance, the registrations (a slab of [`ScheduledIo`],
+//! keyed by mio `Token`) and the dispatch of readiness to wakers. There is no reactor
+//! thread (tokio's model):
+//! - A worker about to park takes the poll lock with `try_lock`. If it gets it, it
+//!   becomes the *driver*: it blocks in `epoll_wait` with its next timer deadline as the
+//!   timeout instead of in `thread::park`, then dispatches readiness. Other parking
+//!   workers park as before.
+//! - A busy worker polls without blocking every `GLOBAL_INTERVAL` ticks (when nobody is
+//!   driving), so readiness is seen while every worker is busy.
+//! - Waking the driver: [`Reactor::unpark`] is called for every worker unpark; when that
+//!   worker is the driver, it writes the `mio::Waker` (an eventfd). The eventfd stays
+//!   readable until the next poll consumes it, so a wake that lands before the driver
+//!   enters `epoll_wait` is not lost (like `thread::unpark`'s token). See
+//!   [`Reactor::park`] for why the driver index is published before the last check for
+//!   work.
+//!
+//! Readiness is edge-triggered. Each registration keeps readiness bits; an I/O attempt
+//! that returns `WouldBlock` clears the bits it waited on *and retries the syscall*
+//! before waiting again, so an event that raced with the failed attempt is never lost
+//! (the retry sees the data). Waiters are woken all at once (several green threads may
+//! accept on one listener); each retries its own syscall.
+//!
+//! Nothing here runs user code except wakers, and those are woken after every lock of
+//! this module is released.
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll as TaskPoll, Waker};
+use std::time::Duration;
+
+const WAKER_TOKEN: Token = Token(usize::MAX);
+const NO_DRIVER: usize = usize::MAX;
+
+pub(crate) const READABLE: u8 = 1;
+pub(crate) const WRITABLE: u8 = 2;
+const READ_CLOSED: u8 = 4;
+const WRITE_CLOSED: u8 = 8;
+const ERROR: u8 = 16;
+
+/// Which side of a socket an operation waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+impl Direction {
+    fn mask(self) -> u8 {
+        match self {
+            Direction::Read => READABLE | READ_CLOSED | ERROR,
+            Direction::Write => WRITABLE | WRITE_CLOSED | ERROR,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Readiness and waiters of one registered file descriptor.
+#[derive(Default)]
+pub(crate) struct ScheduledIo {
+    readiness: AtomicU8,
+    readers: Mutex<Vec<Waker>>,
+    writers: Mutex<Vec<Waker>>,
+}
+
+impl ScheduledIo {
+    fn waiters(&self, direction: Direction) -> &Mutex<Vec<Waker>> {
+        match direction {
+            Direction::Read => &self.readers,
+            Direction::Write => &self.writers,
+        }
+    }
+
+    /// After an attempt returned `WouldBlock`: clears `direction`'s readiness and
+    /// returns true when any was set (the caller then retries the syscall instead of
+    /// waiting: the readiness may be newer than its attempt).
+    pub(crate) fn clear(&self, direction: Direction) -> bool {
+        self.readiness
+            .fetch_and(!direction.mask(), Ordering::SeqCst)
+            & direction.mask()
+            != 0
+    }
+
+    /// Ready when `direction` has readiness; else registers the waker. Does not clear.
+    pub(crate) fn poll_ready(&self, direction: Direction, cx: &mut Context<'_>) -> TaskPoll<()> {
+        if self.readiness.load(Ordering::SeqCst) & direction.mask() != 0 {
+            return TaskPoll::Ready(());
+        }
+        {
+            let mut waiters = lock(self.waiters(direction));
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        }
+        // Dispatch sets the bits before it takes the waiters: either it saw our waker
+        // (it locked after us) or we see its bits here.
+        if self.readiness.load(Ordering::SeqCst) & direction.mask() != 0 {
+            return TaskPoll::Ready(());
+        }
+        TaskPoll::Pending
+    }
+
+    fn set(&self, bits: u8, wake: &mut Vec<Waker>) {
+        self.readiness.fetch_or(bits, Ordering::SeqCst);
+        if bits & Direction::Read.mask() != 0 {
+            wake.append(&mut lock(&self.readers));
+        }
+        if bits & Direction::Write.mask() != 0 {
+            wake.append(&mut lock(&self.writers));
+        }
+    }
+}
+
+struct Driver {
+    poll: Poll,
+    events: Events,
+}
+
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Option<Arc<ScheduledIo>>>,
+    free: Vec<usize>,
+}
+
+/// One runtime's reactor.
+pub(crate) struct Reactor {
+    driver: Mutex<Driver>,
+    registry: Registry,
+    waker: mio::Waker,
+    /// Index of the worker blocked (or about to block) in `epoll_wait`, or NO_DRIVER.
+    driving: AtomicUsize,
+    slab: Mutex<Slab>,
+    /// Live registrations: busy workers skip the periodic poll while there are none.
+    registered: AtomicUsize,
+}
+
+impl Reactor {
+    pub(crate) fn new() -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
+        Ok(Reactor {
+            driver: Mutex::new(Driver {
+                poll,
+                events: Events::with_capacity(1024),
+            }),
+            registry,
+            waker,
+            driving: AtomicUsize::new(NO_DRIVER),
+            slab: Mutex::default(),
+            registered: AtomicUsize::new(0),
+        })
+    }
+
+    /// Registers `fd` for read and write readiness (edge-triggered).
+    pub(crate) fn register(self: &Arc<Self>, fd: RawFd) -> io::Result<Registration> {
+        let io = Arc::new(ScheduledIo::default());
+        let token = {
+            let mut slab = lock(&self.slab);
+            match slab.free.pop() {
+                Some(index) => {
+                    slab.slots[index] = Some(io.clone());
+                    index
+                }
+                None => {
+                    slab.slots.push(Some(io.clone()));
+                    slab.slots.len() - 1
+                }
+            }
+        };
+        let result = self.registry.register(
+            &mut SourceFd(&fd),
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(error) = result {
+            self.release(token);
+            return Err(error);
+        }
+        self.registered.fetch_add(1, Ordering::Relaxed);
+        Ok(Registration {
+            reactor: self.clone(),
+            token,
+            fd,
+            io,
+        })
+    }
+
+    fn release(&self, token: usize) {
+        let removed = {
+            let mut slab = lock(&self.slab);
+            let removed = slab.slots.get_mut(token).and_then(Option::take);
+            if removed.is_some() {
+                slab.free.push(token);
+            }
+            removed
+        };
+        drop(removed);
+    }
+
+    pub(crate) fn has_registrations(&self) -> bool {
+        self.registered.load(Ordering::Relaxed) != 0
+    }
+
+    /// Called by a worker about to park (after it registered as a sleeper). Returns
+    /// `None` when another thread holds the poll (the caller parks the usual way).
+    /// Otherwise it publishes `index` as the driver, runs `has_work` (the caller's last
+    /// check of its queues), and unless that found work, blocks in `epoll_wait` for at
+    /// most `timeout` (`None`: no limit). Returns the wakers of ready I/O, to be woken
+    /// once the caller is done with its parking bookkeeping.
+    ///
+    /// No lost wake-up: an unparker makes its work visible, fences, then reads
+    /// `driving` ([`Reactor::unpark`]); we store `driving`, fence, then look for work.
+    /// Either it sees us and writes the eventfd (which stays readable until our poll),
+    /// or we see its work and do not block.
+    pub(crate) fn park(
+        &self,
+        index: usize,
+        timeout: Option<Duration>,
+        has_work: impl FnOnce() -> bool,
+    ) -> Option<Vec<Waker>> {
+        let mut driver = self.driver.try_lock().ok()?;
+        self.driving.store(index, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let timeout = if has_work() {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
+        let wakers = self.poll_locked(&mut driver, timeout);
+        self.driving.store(NO_DRIVER, Ordering::SeqCst);
+        Some(wakers)
+    }
+
+    /// Polls without blocking if nobody else is driving; returns the ready wakers.
+    pub(crate) fn poll_now(&self) -> Vec<Waker> {
+        match self.driver.try_lock() {
+            Ok(mut driver) => self.poll_locked(&mut driver, Some(Duration::ZERO)),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn poll_locked(&self, driver: &mut Driver, timeout: Option<Duration>) -> Vec<Waker> {
+        let Driver { poll, events } = driver;
+        if let Err(error) = poll.poll(events, timeout) {
+            if error.kind() != io::ErrorKind::Interrupted {
+                eprintln!("greenrt: epoll_wait failed: {error}");
+            }
+            return Vec::new();
+        }
+        let mut wake = Vec::new();
+        if events.is_empty() {
+            return wake;
+        }
+        let slab = lock(&self.slab);
+        for event in events.iter() {
+            if event.token() == WAKER_TOKEN {
+                continue;
+            }
+            let Some(Some(io)) = slab.slots.get(event.token().0) else {
+                continue;
+            };
+            let mut bits = 0;
+            if event.is_readable() {
+                bits |= READABLE;
+            }
+            if event.is_writable() {
+                bits |= WRITABLE;
+            }
+            if event.is_read_closed() {
+                bits |= READ_CLOSED;
+            }
+            if event.is_write_closed() {
+                bits |= WRITE_CLOSED;
+            }
+            if event.is_error() {
+                bits |= ERROR;
+            }
+            io.set(bits, &mut wake);
+        }
+        wake
+    }
+
+    /// Called whenever worker `index` is unparked: if it is blocked in `epoll_wait`,
+    /// wakes it through the eventfd. The caller made its work visible first.
+    pub(crate) fn unpark(&self, index: usize) {
+        fence(Ordering::SeqCst);
+        if self.driving.load(Ordering::SeqCst) == index {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// A file descriptor registered with a reactor; deregisters on drop.
+pub(crate) struct Registration {
+    reactor: Arc<Reactor>,
+    token: usize,
+    fd: RawFd,
+    pub(crate) io: Arc<ScheduledIo>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // The fd is still open here: its owner drops the registration first.
+        let _ = self.reactor.registry.deregister(&mut SourceFd(&self.fd));
+        self.reactor.release(self.token);
+        self.reactor.registered.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Wakes `wakers` (outside every lock of this module).
+pub(crate) fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}
