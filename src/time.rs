@@ -1,4 +1,4 @@
-//! Timers for async code: [`sleep`] and [`sleep_until`].
+//! Timers for async code: [`sleep`], [`sleep_until`], [`timeout`] and [`interval`].
 //!
 //! Green threads call [`greenrt::sleep`](crate::sleep), which waits on the same timers.
 //! Awaiting a timer holds no thread: the runtime thread that first polled it wakes it
@@ -236,5 +236,135 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
         entry: None,
+    }
+}
+
+/// The error of [`timeout`]: the deadline passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for std::io::Error {
+    fn from(_: Elapsed) -> std::io::Error {
+        std::io::ErrorKind::TimedOut.into()
+    }
+}
+
+/// A future with a deadline; see [`timeout`].
+#[must_use = "futures do nothing unless polled or awaited"]
+#[derive(Debug)]
+pub struct Timeout<F> {
+    // Boxed so that `Timeout` is Unpin and needs no unsafe pin projection.
+    future: Pin<Box<F>>,
+    sleep: Sleep,
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let future = this.future.as_mut();
+        let sleep = &mut this.sleep;
+        if let Poll::Ready(output) = future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match Pin::new(sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Runs `future` until it completes or `duration` passes, whichever is first. On
+/// timeout the future is dropped and the result is `Err(Elapsed)`. The future is
+/// polled first, so one that is already ready completes even with a zero duration.
+///
+/// ```
+/// use std::time::Duration;
+/// let rt = greenrt::runtime::Runtime::new().unwrap();
+/// rt.block_on(async {
+///     let slow = greenrt::time::sleep(Duration::from_secs(10));
+///     assert!(greenrt::time::timeout(Duration::from_millis(10), slow).await.is_err());
+///     assert_eq!(greenrt::time::timeout(Duration::from_secs(1), async { 5 }).await, Ok(5));
+/// });
+/// ```
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future: Box::pin(future),
+        sleep: sleep(duration),
+    }
+}
+
+/// Fires every `period`; see [`interval`].
+#[derive(Debug)]
+pub struct Interval {
+    next: Instant,
+    period: Duration,
+    sleep: Option<Sleep>,
+}
+
+impl Interval {
+    /// Waits for the next tick and returns the instant it was scheduled for. The first
+    /// tick completes at once. Missed ticks (the task was busy for longer than a
+    /// period) fire one after the other until it has caught up (tokio's `Burst`).
+    pub async fn tick(&mut self) -> Instant {
+        std::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+
+    /// The poll form of [`tick`](Interval::tick).
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
+        let next = self.next;
+        if Instant::now() < next {
+            let sleep = self.sleep.get_or_insert_with(|| sleep_until(next));
+            if Pin::new(sleep).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.sleep = None;
+        self.next = next + self.period;
+        Poll::Ready(next)
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+/// A timer that fires now and then every `period`, for async code (green threads can
+/// `greenrt::block_on(interval.tick())`).
+///
+/// # Panics
+/// When `period` is zero.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let rt = greenrt::runtime::Runtime::new().unwrap();
+/// let start = Instant::now();
+/// rt.block_on(async {
+///     let mut every = greenrt::time::interval(Duration::from_millis(10));
+///     for _ in 0..3 {
+///         every.tick().await;
+///     }
+/// });
+/// assert!(start.elapsed() >= Duration::from_millis(20));
+/// ```
+pub fn interval(period: Duration) -> Interval {
+    assert!(
+        !period.is_zero(),
+        "greenrt::time::interval: the period must be non-zero"
+    );
+    Interval {
+        next: Instant::now(),
+        period,
+        sleep: None,
     }
 }

@@ -113,3 +113,30 @@ fn time_sleep_polled_outside_a_runtime_panics_mentioning_a_runtime() {
         "the message should say a runtime is needed: {message}"
     );
 }
+
+#[test]
+fn timeout_and_interval_in_async_and_green_code() {
+    let rt = runtime(2);
+    rt.block_on(async {
+        let slow = greenrt::time::sleep(Duration::from_secs(30));
+        let err = greenrt::time::timeout(Duration::from_millis(10), slow)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            std::io::Error::from(err).kind(),
+            std::io::ErrorKind::TimedOut
+        );
+        let fast = greenrt::time::timeout(Duration::from_secs(5), async { 7 }).await;
+        assert_eq!(fast, Ok(7));
+    });
+    rt.run(|| {
+        let start = Instant::now();
+        let mut every = greenrt::time::interval(Duration::from_millis(5));
+        let first = greenrt::block_on(every.tick());
+        for i in 1..4u32 {
+            let at = greenrt::block_on(every.tick());
+            assert_eq!(at, first + every.period() * i);
+        }
+        assert!(start.elapsed() >= Duration::from_millis(15));
+    });
+}
