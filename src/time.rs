@@ -23,19 +23,37 @@ use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+// The life of an `Entry`: WAITING until exactly one of
+// - its thread fires it (FIRED: the `Sleep` completes),
+// - its `Sleep` is dropped (CANCELLED: the heap discards it),
+// - its thread stops running the runtime with it still pending (ORPHANED: the `Sleep`
+//   is woken and registers again with whichever runtime thread polls it next).
 const WAITING: u8 = 0;
 const FIRED: u8 = 1;
 const CANCELLED: u8 = 2;
+const ORPHANED: u8 = 3;
+
+/// Below this many cancelled entries the heap is never compacted: dropping them when
+/// they reach the top is cheaper for small heaps.
+const COMPACT_MIN: usize = 64;
 
 /// One registered deadline, shared by the [`Sleep`] that set it and the heap holding it.
 struct Entry {
     state: AtomicU8,
     waker: Mutex<Option<Waker>>,
+    /// The owning heap's count of cancelled entries it still holds.
+    cancelled: Arc<AtomicUsize>,
+}
+
+impl Entry {
+    fn take_waker(&self) -> Option<Waker> {
+        self.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 struct Key {
@@ -61,16 +79,23 @@ impl Ord for Key {
     }
 }
 
-/// A thread's pending deadlines: a min-heap, O(log n) per insert and fire. Cancelled
-/// entries are dropped lazily when they reach the top.
+/// A thread's pending deadlines: a min-heap, O(log n) per insert and fire.
+///
+/// A dropped [`Sleep`] only marks its entry cancelled (it may be dropped on any thread).
+/// The heap discards cancelled entries when they reach the top, and compacts itself
+/// when they make up half of it, so timeouts that never fire (the common case) cost
+/// amortised O(1) each instead of staying in the heap until their far-off deadline.
 #[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<Key>>,
     seq: u64,
+    /// Cancelled entries still in `heap` (never fewer; see `Sleep::drop`).
+    cancelled: Arc<AtomicUsize>,
 }
 
 impl Timers {
     fn insert(&mut self, deadline: Instant, entry: Arc<Entry>) {
+        self.compact_if_mostly_cancelled();
         self.seq += 1;
         self.heap.push(Reverse(Key {
             deadline,
@@ -79,15 +104,49 @@ impl Timers {
         }));
     }
 
+    fn new_entry(&self, waker: Waker) -> Arc<Entry> {
+        Arc::new(Entry {
+            state: AtomicU8::new(WAITING),
+            waker: Mutex::new(Some(waker)),
+            cancelled: self.cancelled.clone(),
+        })
+    }
+
+    fn compact_if_mostly_cancelled(&mut self) {
+        let cancelled = self.cancelled.load(Ordering::Relaxed);
+        if cancelled < COMPACT_MIN || cancelled * 2 < self.heap.len() {
+            return;
+        }
+        let before = self.heap.len();
+        self.heap
+            .retain(|Reverse(key)| key.entry.state.load(Ordering::Acquire) != CANCELLED);
+        self.cancelled
+            .fetch_sub(before - self.heap.len(), Ordering::Relaxed);
+    }
+
+    /// Drops a popped entry; keeps the cancelled count in step.
+    fn discard(&self, key: Key) {
+        if key.entry.state.load(Ordering::Acquire) == CANCELLED {
+            self.cancelled.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.heap.is_empty()
+    }
+
+    /// How many entries the heap holds, cancelled ones included.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heap.len()
     }
 
     /// The earliest live deadline.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse(top)) = self.heap.peek() {
             if top.entry.state.load(Ordering::Acquire) == CANCELLED {
-                self.heap.pop();
+                let Reverse(key) = self.heap.pop().expect("peeked");
+                self.discard(key);
             } else {
                 return Some(top.deadline);
             }
@@ -110,16 +169,32 @@ impl Timers {
                 .compare_exchange(WAITING, FIRED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let waker = key
-                    .entry
-                    .waker
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                due.extend(waker);
+                due.extend(key.entry.take_waker());
+            } else {
+                self.discard(key);
             }
         }
         due
+    }
+}
+
+impl Drop for Timers {
+    /// The thread is leaving the runtime (a worker stopping, `Runtime::run` returning)
+    /// with sleeps still registered here: nobody would fire them. Wake each so it
+    /// registers again wherever it is polled next, instead of hanging.
+    fn drop(&mut self) {
+        for Reverse(key) in self.heap.drain() {
+            if key
+                .entry
+                .state
+                .compare_exchange(WAITING, ORPHANED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                if let Some(waker) = key.entry.take_waker() {
+                    waker.wake();
+                }
+            }
+        }
     }
 }
 
@@ -139,7 +214,7 @@ pub(crate) fn fire_due(timers: &std::cell::RefCell<Timers>) {
 #[derive(Debug)]
 pub struct Sleep {
     deadline: Instant,
-    entry: Option<Arc<EntryHandle>>,
+    entry: Option<EntryHandle>,
 }
 
 /// Debug-printable wrapper so `Sleep` can derive Debug without exposing internals.
@@ -165,51 +240,57 @@ impl Future for Sleep {
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
-        match &self.entry {
-            Some(handle) => {
-                let entry = &handle.0;
-                if entry.state.load(Ordering::Acquire) == FIRED {
-                    return Poll::Ready(());
+        if let Some(handle) = &self.entry {
+            let entry = &handle.0;
+            match entry.state.load(Ordering::Acquire) {
+                FIRED => return Poll::Ready(()),
+                ORPHANED => self.entry = None,
+                _ => {
+                    let mut waker = entry.waker.lock().unwrap_or_else(|e| e.into_inner());
+                    match &*waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
                 }
-                let mut waker = entry.waker.lock().unwrap_or_else(|e| e.into_inner());
-                match &*waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
-                }
-            }
-            None => {
-                let entry = Arc::new(Entry {
-                    state: AtomicU8::new(WAITING),
-                    waker: Mutex::new(Some(cx.waker().clone())),
-                });
-                let deadline = self.deadline;
-                let registered = crate::runtime::context::with_timers(|timers| {
-                    timers.borrow_mut().insert(deadline, entry.clone());
-                });
-                if registered.is_none() {
-                    panic!(
-                        "greenrt::time::sleep polled outside a greenrt runtime: there is no \
-                         timer to wake it. Await it inside `Runtime::block_on`, \
-                         `#[greenrt::main]`, a green thread or a task spawned on a runtime"
-                    );
-                }
-                self.entry = Some(Arc::new(EntryHandle(entry)));
             }
         }
+        let deadline = self.deadline;
+        let registered = crate::runtime::context::with_timers(|timers| {
+            let mut timers = timers.borrow_mut();
+            let entry = timers.new_entry(cx.waker().clone());
+            timers.insert(deadline, entry.clone());
+            entry
+        });
+        let Some(entry) = registered else {
+            panic!(
+                "greenrt::time::sleep polled outside a greenrt runtime: there is no \
+                 timer to wake it. Await it inside `Runtime::block_on`, \
+                 `#[greenrt::main]`, a green thread or a task spawned on a runtime"
+            );
+        };
+        self.entry = Some(EntryHandle(entry));
         Poll::Pending
     }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some(handle) = &self.entry {
-            // The heap drops the entry lazily.
-            let _ = handle.0.state.compare_exchange(
-                WAITING,
-                CANCELLED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+        let Some(handle) = &self.entry else { return };
+        let entry = &handle.0;
+        // Counted before the state changes, so the heap never sees a cancelled entry
+        // that is not counted yet (the count would underflow when it discards it).
+        entry.cancelled.fetch_add(1, Ordering::Relaxed);
+        let cancelled = entry
+            .state
+            .compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if cancelled {
+            // Release whatever the waker keeps alive (a task, a green thread) now, not
+            // when the heap gets round to the entry.
+            drop(entry.take_waker());
+        } else {
+            entry.cancelled.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -366,5 +447,105 @@ pub fn interval(period: Duration) -> Interval {
         next: Instant::now(),
         period,
         sleep: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::{waker, ArcWake};
+
+    /// A waker that counts its wakes; its strong count shows who still holds it.
+    struct Counter(AtomicUsize);
+
+    impl ArcWake for Counter {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = waker(counter.clone());
+        (counter, waker)
+    }
+
+    /// A `Sleep` registered with `timers`, as a first poll on its thread leaves it.
+    fn registered(timers: &mut Timers, deadline: Instant, waker: Waker) -> Sleep {
+        let entry = timers.new_entry(waker);
+        timers.insert(deadline, entry.clone());
+        Sleep {
+            deadline,
+            entry: Some(EntryHandle(entry)),
+        }
+    }
+
+    #[test]
+    fn dropped_sleeps_do_not_pile_up_in_the_heap() {
+        let mut timers = Timers::default();
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        let (_, waker) = counter();
+        let kept = registered(&mut timers, far, waker.clone());
+        for _ in 0..10_000 {
+            drop(registered(&mut timers, far, waker.clone()));
+        }
+        assert!(
+            timers.len() <= 2 * COMPACT_MIN + 1,
+            "{} entries left for 1 live sleep",
+            timers.len()
+        );
+        assert_eq!(timers.next_deadline(), Some(kept.deadline()));
+        drop(kept);
+        assert_eq!(timers.next_deadline(), None);
+        assert_eq!(timers.cancelled.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn dropping_a_sleep_releases_its_waker_at_once() {
+        let mut timers = Timers::default();
+        let (counter, waker) = counter();
+        let sleep = registered(&mut timers, Instant::now() + Duration::from_secs(60), waker);
+        assert_eq!(Arc::strong_count(&counter), 2);
+        drop(sleep);
+        assert_eq!(
+            Arc::strong_count(&counter),
+            1,
+            "the heap still holds the waker"
+        );
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            0,
+            "a dropped sleep was woken"
+        );
+    }
+
+    #[test]
+    fn due_entries_fire_in_deadline_order_and_cancelled_ones_do_not() {
+        let mut timers = Timers::default();
+        let now = Instant::now();
+        let (first, first_waker) = counter();
+        let (second, second_waker) = counter();
+        let (cancelled, cancelled_waker) = counter();
+        let _b = registered(&mut timers, now + Duration::from_millis(2), second_waker);
+        let _a = registered(&mut timers, now + Duration::from_millis(1), first_waker);
+        drop(registered(&mut timers, now, cancelled_waker));
+        let due = timers.take_due(now + Duration::from_millis(1));
+        assert_eq!(due.len(), 1);
+        due.into_iter().for_each(Waker::wake);
+        assert_eq!(first.0.load(Ordering::SeqCst), 1);
+        assert_eq!(second.0.load(Ordering::SeqCst), 0);
+        assert_eq!(cancelled.0.load(Ordering::SeqCst), 0);
+        assert_eq!(timers.next_deadline(), Some(now + Duration::from_millis(2)));
+    }
+
+    #[test]
+    fn a_thread_leaving_the_runtime_wakes_its_pending_sleeps() {
+        let mut timers = Timers::default();
+        let (counter, waker) = counter();
+        let sleep = registered(&mut timers, Instant::now() + Duration::from_secs(60), waker);
+        drop(timers);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        let state = sleep.entry.as_ref().unwrap().0.state.load(Ordering::SeqCst);
+        assert_eq!(state, ORPHANED);
     }
 }

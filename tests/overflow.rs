@@ -37,7 +37,10 @@ fn run_case(case: &str) {
         }),
         "unnamed" => rt.run(|| {
             let handle = greenrt::spawn(|| recurse(0));
-            eprintln!("UNNAMED-ID={}", handle.green().id());
+            // One write: stderr is unbuffered, and the overflow on another worker can
+            // land between the pieces of a formatted print.
+            let line = format!("UNNAMED-ID={}\n", handle.green().id());
+            std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).unwrap();
             handle.join().ok();
         }),
         "null" => {

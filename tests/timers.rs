@@ -4,6 +4,7 @@
 
 mod common;
 use common::{runtime, with_watchdog};
+use std::future::Future;
 use std::panic::catch_unwind;
 use std::time::{Duration, Instant};
 
@@ -139,4 +140,25 @@ fn timeout_and_interval_in_async_and_green_code() {
         }
         assert!(start.elapsed() >= Duration::from_millis(15));
     });
+}
+
+#[test]
+fn a_sleep_first_polled_in_block_on_completes_when_awaited_later_in_a_task() {
+    with_watchdog(
+        "sleep moved out of block_on",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(2);
+            // Registered with the block_on thread's timers, which stop firing when
+            // block_on returns: the sleep must register again where it is polled next.
+            let mut sleep = Box::pin(greenrt::time::sleep(Duration::from_millis(20)));
+            let first = rt.block_on(futures::future::poll_fn(|cx| {
+                std::task::Poll::Ready(sleep.as_mut().poll(cx))
+            }));
+            assert!(first.is_pending());
+            let deadline = sleep.deadline();
+            rt.spawn_async(sleep).join().unwrap();
+            assert!(Instant::now() >= deadline);
+        },
+    );
 }

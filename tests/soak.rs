@@ -1,0 +1,369 @@
+//! Soak: the same rounds of work over and over for minutes, watching the process's
+//! resident memory. Everything a round creates it also finishes, so after a warm-up
+//! (pools filled, allocator arenas grown) RSS must stay flat: growth means something
+//! is kept per green thread, task, wake, timer or message.
+//!
+//! A round, on 2 workers:
+//! - ping-pong over bounded futures mpsc channels: green thread <-> green thread,
+//!   green thread <-> future task, green thread <-> a foreign OS thread;
+//! - spawn churn: green threads and tasks that yield, sleep, wait on a future, spawn
+//!   and join a child, some of them panicking (caught by the join);
+//! - timeouts: green threads and tasks waiting on a reply or a long sleep, whichever
+//!   comes first (the reply always does, so the sleep is dropped unfired), while
+//!   background jobs sleep through the whole soak (their timers stay live).
+//!
+//! ```text
+//! cargo test --release --test soak -- --ignored --nocapture               # 10 minutes
+//! GREENRT_SOAK_SECS=180 cargo test --release --test soak -- --ignored --nocapture
+//! ```
+//! Settings (environment): `GREENRT_SOAK_SECS` (600), `GREENRT_SOAK_SAMPLE_SECS` (5),
+//! `GREENRT_SOAK_WARMUP_SECS` (a quarter of the run, at most 60), `GREENRT_SOAK_TIMEOUTS`
+//! (1; 0 leaves the timeout phase out).
+
+use futures::channel::{mpsc, oneshot};
+use futures::future::{select, Either};
+use futures::{SinkExt, StreamExt};
+use greenrt::runtime::Builder;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+/// Allowed growth of RSS from the end of the warm-up to the end of the run.
+const MAX_GROWTH: f64 = 0.05;
+const WORKERS: usize = 2;
+const PINGS: u64 = 200;
+const GREEN_PAIRS: usize = 16;
+const TASK_PAIRS: usize = 8;
+const FOREIGN_PINGS: u64 = 100;
+const CHURN_GREENS: u64 = 1500;
+const CHURN_TASKS: u64 = 1000;
+const TIMEOUTS: u64 = 300;
+/// The sleep each timeout races with: never due within a soak.
+const TIMEOUT_SLEEP: Duration = Duration::from_secs(24 * 3600);
+const PANIC_MESSAGE: &str = "soak: planned panic";
+
+fn env_secs(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// This process's resident set size in KiB (VmRSS in /proc/self/status).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+fn quiet_planned_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&PANIC_MESSAGE) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+#[test]
+#[ignore = "long: 10 minutes by default; run with \
+            `cargo test --release --test soak -- --ignored --nocapture`"]
+fn soak_ten_minutes() {
+    quiet_planned_panics();
+    let secs = env_secs("GREENRT_SOAK_SECS", 600);
+    let sample_every = Duration::from_secs(env_secs("GREENRT_SOAK_SAMPLE_SECS", 5).max(1));
+    let warmup = Duration::from_secs(env_secs("GREENRT_SOAK_WARMUP_SECS", (secs / 4).min(60)));
+    let timeouts = env_secs("GREENRT_SOAK_TIMEOUTS", 1) != 0;
+    let duration = Duration::from_secs(secs);
+
+    let rounds = Arc::new(AtomicU64::new(0));
+    let (report, outcome) = std::sync::mpsc::channel();
+    let driver = {
+        let rounds = rounds.clone();
+        std::thread::spawn(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                soak(duration, sample_every, timeouts, &rounds)
+            }));
+            let _ = report.send(outcome);
+        })
+    };
+    // Watchdog: a round takes well under a second; none for a minute is a hang.
+    let mut seen = (0, Instant::now());
+    let samples = loop {
+        match outcome.recv_timeout(Duration::from_secs(1)) {
+            Ok(Ok(samples)) => break samples,
+            Ok(Err(payload)) => std::panic::resume_unwind(payload),
+            Err(_) => {
+                let now = rounds.load(Ordering::Relaxed);
+                if now != seen.0 {
+                    seen = (now, Instant::now());
+                } else if seen.1.elapsed() > Duration::from_secs(60) {
+                    panic!("soak: no round finished for 60 s after {now} rounds: a hang");
+                }
+            }
+        }
+    };
+    driver.join().unwrap();
+    let rounds = rounds.load(Ordering::Relaxed);
+    check(&samples, warmup, rounds, timeouts);
+}
+
+/// One RSS sample: seconds since the start, KiB.
+type Sample = (f64, u64);
+
+fn check(samples: &[Sample], warmup: Duration, rounds: u64, timeouts: bool) {
+    let warm: Vec<Sample> = samples
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t >= warmup.as_secs_f64())
+        .collect();
+    assert!(
+        warm.len() >= 6,
+        "soak: too few samples after the warm-up ({}): run longer or sample more often",
+        warm.len()
+    );
+    let median = |s: &[Sample]| {
+        let mut v: Vec<u64> = s.iter().map(|(_, rss)| *rss).collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let baseline = median(&warm[..3]);
+    let last = median(&warm[warm.len() - 3..]);
+    let peak = warm.iter().map(|(_, rss)| *rss).max().unwrap();
+    let low = warm.iter().map(|(_, rss)| *rss).min().unwrap();
+    let growth = last as f64 / baseline as f64 - 1.0;
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut curve = String::new();
+    let step = samples.len().div_ceil(24).max(1);
+    for (i, (t, rss)) in samples.iter().enumerate() {
+        if i % step == 0 || i == samples.len() - 1 {
+            curve.push_str(&format!("  t={t:>6.0}s  rss={:>7.1} MiB\n", mib(*rss)));
+        }
+    }
+    eprintln!(
+        "soak: {rounds} rounds in {:.0} s (timeouts phase {}), RSS curve:\n{curve}\
+         after the {:.0} s warm-up: baseline {:.1} MiB, end {:.1} MiB, min {:.1}, max {:.1}, \
+         growth {:+.2}% (limit {:.0}%)",
+        samples.last().map_or(0.0, |s| s.0),
+        if timeouts { "on" } else { "off" },
+        warmup.as_secs_f64(),
+        mib(baseline),
+        mib(last),
+        mib(low),
+        mib(peak),
+        growth * 100.0,
+        MAX_GROWTH * 100.0,
+    );
+    assert!(
+        growth <= MAX_GROWTH,
+        "soak: RSS grew {:+.2}% after the warm-up ({:.1} -> {:.1} MiB): something is kept \
+         per round",
+        growth * 100.0,
+        mib(baseline),
+        mib(last)
+    );
+}
+
+/// Runs rounds on a runtime for `duration`, sampling RSS between rounds.
+fn soak(
+    duration: Duration,
+    sample_every: Duration,
+    timeouts: bool,
+    rounds: &AtomicU64,
+) -> Vec<Sample> {
+    let rt = Builder::new().worker_threads(WORKERS).build().unwrap();
+    // A foreign OS thread that answers pings.
+    let (to_foreign, from_greens) = std::sync::mpsc::channel::<(u64, oneshot::Sender<u64>)>();
+    let foreign = std::thread::spawn(move || {
+        for (value, reply) in from_greens {
+            let _ = reply.send(value + 1);
+        }
+    });
+    // Background jobs that sleep for the whole soak, as periodic jobs do: their live
+    // timers stay at the top of their worker's timer heap.
+    let background: Vec<_> = (0..2 * WORKERS)
+        .flat_map(|_| {
+            [
+                rt.spawn(|| greenrt::sleep(TIMEOUT_SLEEP)),
+                rt.spawn_async(greenrt::time::sleep(TIMEOUT_SLEEP)),
+            ]
+        })
+        .collect();
+    let start = Instant::now();
+    let samples = rt.run(|| {
+        let mut samples = vec![(0.0, rss_kib())];
+        let mut next_sample = sample_every;
+        while start.elapsed() < duration {
+            round(&to_foreign, timeouts);
+            rounds.fetch_add(1, Ordering::Relaxed);
+            if start.elapsed() >= next_sample {
+                samples.push((start.elapsed().as_secs_f64(), rss_kib()));
+                next_sample += sample_every;
+            }
+        }
+        samples
+    });
+    drop(rt);
+    for job in background {
+        assert!(job.join().unwrap_err().is::<greenrt::Cancelled>());
+    }
+    drop(to_foreign);
+    foreign.join().unwrap();
+    samples
+}
+
+fn round(to_foreign: &std::sync::mpsc::Sender<(u64, oneshot::Sender<u64>)>, timeouts: bool) {
+    let mut handles = Vec::new();
+
+    // Ping-pong: green <-> green.
+    for _ in 0..GREEN_PAIRS {
+        let (mut ping_tx, mut ping_rx) = mpsc::channel::<u64>(1);
+        let (mut pong_tx, mut pong_rx) = mpsc::channel::<u64>(1);
+        let echo = greenrt::spawn(move || {
+            while let Some(v) = greenrt::block_on(ping_rx.next()) {
+                greenrt::block_on(pong_tx.send(v + 1)).unwrap();
+            }
+        });
+        handles.push(greenrt::spawn(move || {
+            for i in 0..PINGS {
+                greenrt::block_on(ping_tx.send(i)).unwrap();
+                assert_eq!(greenrt::block_on(pong_rx.next()), Some(i + 1));
+            }
+            drop(ping_tx);
+            echo.join().unwrap();
+        }));
+    }
+
+    // Ping-pong: green <-> task.
+    for _ in 0..TASK_PAIRS {
+        let (mut ping_tx, mut ping_rx) = mpsc::channel::<u64>(1);
+        let (mut pong_tx, mut pong_rx) = mpsc::channel::<u64>(1);
+        let echo = greenrt::spawn_async(async move {
+            while let Some(v) = ping_rx.next().await {
+                pong_tx.send(v + 1).await.unwrap();
+            }
+        });
+        handles.push(greenrt::spawn(move || {
+            for i in 0..PINGS {
+                greenrt::block_on(ping_tx.send(i)).unwrap();
+                assert_eq!(greenrt::block_on(pong_rx.next()), Some(i + 1));
+            }
+            drop(ping_tx);
+            echo.join().unwrap();
+        }));
+    }
+
+    // Ping-pong: green <-> foreign OS thread.
+    {
+        let to_foreign = to_foreign.clone();
+        handles.push(greenrt::spawn(move || {
+            for i in 0..FOREIGN_PINGS {
+                let (reply, answer) = oneshot::channel();
+                to_foreign.send((i, reply)).unwrap();
+                assert_eq!(greenrt::block_on(answer), Ok(i + 1));
+            }
+        }));
+    }
+
+    // Spawn churn.
+    let churn_greens: Vec<_> = (0..CHURN_GREENS)
+        .map(|i| {
+            greenrt::spawn(move || {
+                greenrt::yield_now();
+                let mut v = greenrt::block_on(async move { i * 2 });
+                match i % 50 {
+                    0 => std::panic::panic_any(PANIC_MESSAGE),
+                    1..=4 => greenrt::sleep(Duration::from_micros(50)),
+                    5..=9 => v += greenrt::spawn(move || i).join().unwrap(),
+                    10..=12 => v += greenrt::spawn_async(async move { i }).join().unwrap(),
+                    _ => {}
+                }
+                v
+            })
+        })
+        .collect();
+    let churn_tasks: Vec<_> = (0..CHURN_TASKS)
+        .map(|i| {
+            greenrt::spawn_async(async move {
+                let mut v = i * 3;
+                match i % 50 {
+                    0 => std::panic::panic_any(PANIC_MESSAGE),
+                    1..=4 => greenrt::time::sleep(Duration::from_micros(50)).await,
+                    5..=9 => v += greenrt::spawn(move || i).await.unwrap(),
+                    10..=12 => v += greenrt::spawn_async(async move { i }).await.unwrap(),
+                    _ => {}
+                }
+                v
+            })
+        })
+        .collect();
+
+    // Timeouts: a reply races with a long sleep; the reply wins, the sleep is dropped.
+    let mut timeout_handles = Vec::new();
+    if timeouts {
+        for i in 0..TIMEOUTS {
+            let (reply, answer) = oneshot::channel::<u64>();
+            greenrt::spawn(move || {
+                // Late enough that the waiter has registered its sleep.
+                greenrt::sleep(Duration::from_micros(200));
+                let _ = reply.send(i);
+            });
+            if i % 2 == 0 {
+                timeout_handles.push(greenrt::spawn(move || {
+                    let sleep = greenrt::time::sleep(TIMEOUT_SLEEP);
+                    match greenrt::block_on(select(answer, sleep)) {
+                        Either::Left((Ok(v), _)) => v,
+                        _ => panic!("soak: the timeout fired or the reply was lost"),
+                    }
+                }));
+            } else {
+                timeout_handles.push(greenrt::spawn_async(async move {
+                    let sleep = greenrt::time::sleep(TIMEOUT_SLEEP);
+                    match select(answer, sleep).await {
+                        Either::Left((Ok(v), _)) => v,
+                        _ => panic!("soak: the timeout fired or the reply was lost"),
+                    }
+                }));
+            }
+        }
+    }
+
+    for (i, handle) in churn_greens.into_iter().enumerate() {
+        let i = i as u64;
+        match handle.join() {
+            Ok(v) => assert_eq!(v, i * 2 + [0, i][(5..=12).contains(&(i % 50)) as usize]),
+            Err(payload) => {
+                assert_eq!(i % 50, 0, "unplanned panic");
+                assert_eq!(payload.downcast_ref::<&str>(), Some(&PANIC_MESSAGE));
+            }
+        }
+    }
+    for (i, handle) in churn_tasks.into_iter().enumerate() {
+        let i = i as u64;
+        match handle.join() {
+            Ok(v) => assert_eq!(v, i * 3 + [0, i][(5..=12).contains(&(i % 50)) as usize]),
+            Err(payload) => {
+                assert_eq!(i % 50, 0, "unplanned panic");
+                assert_eq!(payload.downcast_ref::<&str>(), Some(&PANIC_MESSAGE));
+            }
+        }
+    }
+    for (i, handle) in timeout_handles.into_iter().enumerate() {
+        assert_eq!(handle.join().unwrap(), i as u64);
+    }
+    for handle in handles {
+        handle.join().unwrap();
+    }
+}
