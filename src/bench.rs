@@ -1,7 +1,10 @@
-//! Support for benchmarks that need greenrt internals (hidden from the docs).
+//! Support for benchmarks and checking tools that need greenrt internals (hidden from
+//! the docs).
 //!
 //! It owns nothing the runtime uses. [`RawSwitch`] measures the bare context switch,
 //! without the scheduler, so it can be compared with other coroutine libraries.
+//! [`valgrind_stack_probe`] lets `examples/memcheck.rs` check that valgrind answers the
+//! client requests green stacks are registered with.
 
 use crate::arch::{self, StackPointer};
 use crate::stack::{Stack, DEFAULT_STACK_SIZE};
@@ -92,6 +95,15 @@ impl RawSwitch {
             }
         }
     }
+}
+
+/// Maps one green stack the way the runtime does and reports what valgrind said:
+/// whether the process runs under valgrind, and the id valgrind gave the stack's
+/// registration (0 outside valgrind; under it, nonzero, since valgrind registers the
+/// main thread's stack first as id 0).
+pub fn valgrind_stack_probe() -> std::io::Result<(bool, usize)> {
+    let stack = Stack::new(DEFAULT_STACK_SIZE)?;
+    Ok((crate::valgrind::running_on_valgrind(), stack.valgrind_id()))
 }
 
 #[cfg(test)]

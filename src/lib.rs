@@ -60,6 +60,7 @@ mod task;
 pub mod time;
 #[cfg(feature = "tracing")]
 mod trace;
+mod valgrind;
 
 pub use blocking::{spawn_blocking, unblock};
 pub use green::{Cancelled, Green, GreenId};

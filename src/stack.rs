@@ -14,6 +14,9 @@
 //!   process. Stacks are mapped lazily, at first run, so `spawn` reserves a place in a
 //!   live budget instead ([`Reservation`]): running out is an `io::Error` at spawn, never
 //!   a crash at first run.
+//! - Every mapped stack is registered with valgrind (`valgrind.rs`) so memcheck takes a
+//!   switch onto it for a stack switch; the registration lives exactly as long as the
+//!   mapping (pooled stacks stay registered) and is a no-op outside valgrind.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,6 +74,8 @@ pub(crate) fn validate_stack_size(bytes: usize, setting: &str) -> io::Result<usi
 pub(crate) struct Stack {
     base: *mut u8,
     mapped: usize,
+    /// The usable range's valgrind stack id (0 outside valgrind).
+    valgrind_id: usize,
 }
 
 // SAFETY: a Stack is an owned memory mapping, like a Box<[u8]>; nothing about it is tied
@@ -107,7 +112,19 @@ impl Stack {
             ));
         }
         let base = base as *mut u8;
-        let stack = Stack { base, mapped };
+        // The usable range only: the guard page is never a valid stack pointer, and
+        // memcheck then reports a read of it as what it is.
+        // SAFETY: the first page of our own mapping.
+        let usable_start = unsafe { base.add(page) };
+        // SAFETY: one past the end of our own mapping.
+        let top = unsafe { base.add(mapped) };
+        // Registered before anything can fail, so Drop always has the id to deregister.
+        let valgrind_id = crate::valgrind::stack_register(usable_start, top);
+        let stack = Stack {
+            base,
+            mapped,
+            valgrind_id,
+        };
         // Advise before protecting the guard: the advice applies to one mapping, and
         // mprotect then splits it into exactly two (guard + usable).
         // SAFETY: [base, base + mapped) is the mapping we just created.
@@ -135,6 +152,11 @@ impl Stack {
         self.mapped - page_size()
     }
 
+    /// The id valgrind gave this stack's registration (0 outside valgrind).
+    pub(crate) fn valgrind_id(&self) -> usize {
+        self.valgrind_id
+    }
+
     /// The guard page's address range: a fault in it is a stack overflow.
     pub(crate) fn guard(&self) -> std::ops::Range<usize> {
         self.base as usize..self.base as usize + page_size()
@@ -143,6 +165,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // Before the unmap: the range may be mapped again at once (by another thread) and
+        // registered as a new stack, which must not overlap a stale registration.
+        crate::valgrind::stack_deregister(self.valgrind_id);
         // SAFETY: we own the mapping and, by this module's contract, no green thread can
         // run on it any more.
         unsafe { libc::munmap(self.base.cast(), self.mapped) };
