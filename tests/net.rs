@@ -183,7 +183,10 @@ fn accept_and_connect_between_green_and_async_code() {
                 conn.read_to_end(&mut buf).unwrap();
                 buf
             });
-            let mut s = TcpStream::connect_async(addr).await.unwrap();
+            // A name, resolved on the blocking pool.
+            let mut s = TcpStream::connect_async(format!("localhost:{}", addr.port()))
+                .await
+                .unwrap();
             s.set_nodelay(true).unwrap();
             futures::io::AsyncWriteExt::write_all(&mut s, b"hello from async")
                 .await
@@ -245,19 +248,28 @@ fn unblock_runs_on_another_thread_while_the_worker_runs_other_green_threads() {
     with_watchdog("unblock", LIMIT, || {
         let rt = runtime(1);
         rt.run(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            // The pool job blocks until a second green thread has run and answered. Both
+            // green threads live on the runtime's only worker, so this finishes only if
+            // that worker kept running green threads while the job blocked.
+            let (started_tx, started_rx) = futures::channel::oneshot::channel::<()>();
+            let (answer_tx, answer_rx) = std::sync::mpsc::channel::<std::thread::ThreadId>();
             let blocker = greenrt::spawn(move || {
                 let worker = std::thread::current().id();
-                let pool = greenrt::unblock(move || {
-                    // Blocks until the other green thread, on the only worker, has run.
-                    rx.recv().unwrap();
-                    std::thread::current().id()
+                let (pool, other_ran_on) = greenrt::unblock(move || {
+                    started_tx.send(()).unwrap();
+                    let other_ran_on = answer_rx.recv().unwrap();
+                    (std::thread::current().id(), other_ran_on)
                 });
-                assert_ne!(pool, worker);
+                assert_ne!(pool, worker, "unblock ran its job on the caller's worker");
+                assert_eq!(
+                    other_ran_on, worker,
+                    "the other green thread must have run on the blocked caller's worker"
+                );
+                assert_eq!(std::thread::current().id(), worker);
             });
             let other = greenrt::spawn(move || {
-                greenrt::yield_now();
-                tx.send(()).unwrap();
+                greenrt::block_on(started_rx).unwrap();
+                answer_tx.send(std::thread::current().id()).unwrap();
             });
             other.join().unwrap();
             blocker.join().unwrap();
@@ -274,6 +286,227 @@ fn unblock_runs_on_another_thread_while_the_worker_runs_other_green_threads() {
         // A plain thread runs it inline.
         let me = std::thread::current().id();
         assert_eq!(greenrt::unblock(move || std::thread::current().id()), me);
+    });
+}
+
+#[test]
+fn blocking_pool_is_bounded_by_max_blocking_threads() {
+    with_watchdog("blocking pool bound", LIMIT, || {
+        let rt = greenrt::runtime::Builder::new()
+            .worker_threads(2)
+            .max_blocking_threads(2)
+            .build()
+            .unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        // Jobs meet in pairs: with fewer than two pool threads this would never finish.
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        rt.run(|| {
+            let jobs: Vec<_> = (0..6)
+                .map(|_| {
+                    let (running, most, barrier) = (running.clone(), most.clone(), barrier.clone());
+                    greenrt::spawn(move || {
+                        greenrt::unblock(move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            barrier.wait();
+                            std::thread::sleep(Duration::from_millis(5));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        })
+                    })
+                })
+                .collect();
+            for job in jobs {
+                job.join().unwrap();
+            }
+        });
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "at most 2 pool threads at once"
+        );
+    });
+}
+
+#[test]
+fn incoming_connect_timeout_shutdown_and_write_timeout() {
+    with_watchdog("tcp api", LIMIT, || {
+        let rt = runtime(2);
+        rt.run(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = greenrt::spawn(move || {
+                let mut got = Vec::new();
+                for conn in listener.incoming().take(2) {
+                    let mut conn = conn.unwrap();
+                    let mut buf = Vec::new();
+                    // The client shut down its write half: read_to_end ends.
+                    conn.read_to_end(&mut buf).unwrap();
+                    got.push(buf);
+                }
+                got
+            });
+            for text in [&b"first"[..], b"second"] {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+                s.set_nodelay(true).unwrap();
+                assert!(s.nodelay().unwrap());
+                s.write_all(text).unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                assert!(
+                    s.write(b"x").is_err(),
+                    "writing after shutdown(Write) must fail"
+                );
+            }
+            assert_eq!(
+                server.join().unwrap(),
+                vec![b"first".to_vec(), b"second".to_vec()]
+            );
+
+            // Write timeout: the peer never reads, so the buffers fill and a write waits.
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut s = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (_held, _) = listener.accept().unwrap();
+            s.set_write_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            assert_eq!(s.write_timeout().unwrap(), Some(Duration::from_millis(50)));
+            let chunk = vec![7u8; 1 << 16];
+            let err = loop {
+                if let Err(e) = s.write(&chunk) {
+                    break e;
+                }
+            };
+            assert_eq!(err.kind(), ErrorKind::TimedOut);
+        });
+    });
+}
+
+/// Connects to a listener whose accept queue is full (backlog 0, one connection already
+/// queued): Linux drops the SYNs, so the connect can only time out.
+fn connect_to_full_backlog(connect: impl Fn(&std::net::SocketAddr) -> std::io::Result<TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket we own, already listening: it only changes the
+    // backlog. No memory is involved.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let mut held = Vec::new();
+    let mut timed_out = None;
+    for _ in 0..8 {
+        let start = Instant::now();
+        match connect(&addr) {
+            Ok(stream) => held.push(stream),
+            Err(e) => {
+                timed_out = Some((e, start.elapsed()));
+                break;
+            }
+        }
+    }
+    let (err, elapsed) = timed_out.expect("8 connects to a full accept queue all succeeded");
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
+}
+
+#[test]
+fn connect_timeout_fires_in_green_and_plain_threads() {
+    with_watchdog("connect timeout", LIMIT, || {
+        let timeout = Duration::from_millis(100);
+        connect_to_full_backlog(|addr| TcpStream::connect_timeout(addr, timeout));
+        let rt = runtime(1);
+        rt.run(|| connect_to_full_backlog(|addr| TcpStream::connect_timeout(addr, timeout)));
+    });
+}
+
+#[test]
+fn conversions_to_and_from_std_and_raw_fds() {
+    use std::os::fd::AsRawFd;
+    with_watchdog("conversions", LIMIT, || {
+        let rt = runtime(1);
+        rt.run(|| {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let fd = std_listener.as_raw_fd();
+            let listener = TcpListener::from(std_listener);
+            assert_eq!(listener.as_raw_fd(), fd);
+            let addr = listener.local_addr().unwrap();
+            let client = greenrt::spawn(move || {
+                let std_stream = std::net::TcpStream::connect(addr).unwrap();
+                let mut stream: TcpStream = std_stream.into();
+                stream.write_all(b"via std").unwrap();
+            });
+            let (conn, _) = listener.accept().unwrap();
+            client.join().unwrap();
+            // Back to std: a blocking socket again.
+            let mut std_conn: std::net::TcpStream = conn.into();
+            let mut buf = Vec::new();
+            std_conn.read_to_end(&mut buf).unwrap();
+            assert_eq!(buf, b"via std");
+            let back: std::net::TcpListener = listener.into();
+            assert_eq!(back.as_raw_fd(), fd);
+
+            let udp = UdpSocket::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            let udp_fd = udp.as_raw_fd();
+            let std_udp: std::net::UdpSocket = udp.into();
+            assert_eq!(std_udp.as_raw_fd(), udp_fd);
+        });
+    });
+}
+
+#[test]
+fn unix_sockets_between_green_async_and_plain_threads() {
+    use greenrt::net::UnixListener;
+    with_watchdog("unix", LIMIT, || {
+        let dir = std::env::temp_dir().join(format!("greenrt-net-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sock");
+        let _ = std::fs::remove_file(&path);
+        let rt = runtime(2);
+        let listener = UnixListener::bind(&path).unwrap();
+        // A plain-thread client, blocking.
+        let plain = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&path).unwrap();
+                s.write_all(b"plain").unwrap();
+                let mut buf = [0; 5];
+                s.read_exact(&mut buf).unwrap();
+                buf
+            })
+        };
+        rt.run(|| {
+            // Green server: echoes two connections.
+            let server = greenrt::spawn(move || {
+                for conn in listener.incoming().take(2) {
+                    let mut conn = conn.unwrap();
+                    let mut buf = [0; 5];
+                    conn.read_exact(&mut buf).unwrap();
+                    conn.write_all(&buf).unwrap();
+                }
+            });
+            // An async client.
+            let path2 = path.clone();
+            let reply = greenrt::block_on(greenrt::spawn_async(async move {
+                let mut s = UnixStream::connect_async(&path2).await.unwrap();
+                futures::io::AsyncWriteExt::write_all(&mut s, b"async")
+                    .await
+                    .unwrap();
+                let mut buf = [0; 5];
+                futures::io::AsyncReadExt::read_exact(&mut s, &mut buf)
+                    .await
+                    .unwrap();
+                buf
+            }))
+            .unwrap();
+            assert_eq!(&reply, b"async");
+            server.join().unwrap();
+            // Timeouts on Unix streams too.
+            let (a, _b) = UnixStream::pair().unwrap();
+            a.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            assert_eq!(
+                (&a).read(&mut [0; 1]).unwrap_err().kind(),
+                ErrorKind::TimedOut
+            );
+        });
+        assert_eq!(&plain.join().unwrap(), b"plain");
+        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -345,7 +578,7 @@ fn plain_threads_use_blocking_sockets_without_a_runtime() {
         s.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"abc");
         t.join().unwrap();
-        let std_stream: std::net::TcpStream = s.try_into().unwrap();
+        let std_stream: std::net::TcpStream = s.into();
         assert!(std_stream.peer_addr().is_ok());
     });
 }

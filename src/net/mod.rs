@@ -54,4 +54,4 @@ mod unix;
 pub use addr::ToSocketAddrs;
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
-pub use unix::{UnixListener, UnixStream};
+pub use unix::{Incoming as UnixIncoming, UnixListener, UnixStream};

@@ -396,30 +396,52 @@ impl AsFd for TcpListener {
     }
 }
 
-impl TryFrom<std::net::TcpStream> for TcpStream {
-    type Error = io::Error;
-    fn try_from(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+/// Wraps a std stream: [`TcpStream::from_std`], which only fails on a closed fd.
+///
+/// # Panics
+/// If the socket cannot be switched to non-blocking mode (a descriptor that is not a
+/// socket); use `from_std` to get that as an error instead.
+impl From<std::net::TcpStream> for TcpStream {
+    fn from(stream: std::net::TcpStream) -> TcpStream {
         TcpStream::from_std(stream)
+            .expect("TcpStream::from(std::net::TcpStream): cannot make the socket non-blocking; use TcpStream::from_std to handle the error")
     }
 }
 
-impl TryFrom<TcpStream> for std::net::TcpStream {
-    type Error = io::Error;
-    fn try_from(stream: TcpStream) -> io::Result<std::net::TcpStream> {
-        stream.into_std()
+/// The std stream, in blocking mode again: [`TcpStream::into_std`].
+///
+/// # Panics
+/// If the socket cannot be switched back to blocking mode; use `into_std` to get that
+/// as an error instead.
+impl From<TcpStream> for std::net::TcpStream {
+    fn from(stream: TcpStream) -> std::net::TcpStream {
+        stream
+            .into_std()
+            .expect("std::net::TcpStream::from(greenrt::net::TcpStream): cannot make the socket blocking; use TcpStream::into_std to handle the error")
     }
 }
 
-impl TryFrom<std::net::TcpListener> for TcpListener {
-    type Error = io::Error;
-    fn try_from(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+/// Wraps a std listener: [`TcpListener::from_std`].
+///
+/// # Panics
+/// If the socket cannot be switched to non-blocking mode; use `from_std` to get that
+/// as an error instead.
+impl From<std::net::TcpListener> for TcpListener {
+    fn from(listener: std::net::TcpListener) -> TcpListener {
         TcpListener::from_std(listener)
+            .expect("TcpListener::from(std::net::TcpListener): cannot make the socket non-blocking; use TcpListener::from_std to handle the error")
     }
 }
 
-impl TryFrom<TcpListener> for std::net::TcpListener {
-    type Error = io::Error;
-    fn try_from(listener: TcpListener) -> io::Result<std::net::TcpListener> {
-        listener.into_std()
+/// The std listener, in blocking mode again: [`TcpListener::into_std`].
+///
+/// # Panics
+/// If the socket cannot be switched back to blocking mode; use `into_std` to get that
+/// as an error instead.
+impl From<TcpListener> for std::net::TcpListener {
+    fn from(listener: TcpListener) -> std::net::TcpListener {
+        listener
+            .into_std()
+            .expect("std::net::TcpListener::from(greenrt::net::TcpListener): cannot make the socket blocking; use TcpListener::into_std to handle the error")
     }
 }

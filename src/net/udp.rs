@@ -155,9 +155,27 @@ impl AsFd for UdpSocket {
     }
 }
 
-impl TryFrom<std::net::UdpSocket> for UdpSocket {
-    type Error = io::Error;
-    fn try_from(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+/// Wraps a std socket: [`UdpSocket::from_std`].
+///
+/// # Panics
+/// If the socket cannot be switched to non-blocking mode; use `from_std` to get that
+/// as an error instead.
+impl From<std::net::UdpSocket> for UdpSocket {
+    fn from(socket: std::net::UdpSocket) -> UdpSocket {
         UdpSocket::from_std(socket)
+            .expect("UdpSocket::from(std::net::UdpSocket): cannot make the socket non-blocking; use UdpSocket::from_std to handle the error")
+    }
+}
+
+/// The std socket, in blocking mode again: [`UdpSocket::into_std`].
+///
+/// # Panics
+/// If the socket cannot be switched back to blocking mode; use `into_std` to get that
+/// as an error instead.
+impl From<UdpSocket> for std::net::UdpSocket {
+    fn from(socket: UdpSocket) -> std::net::UdpSocket {
+        socket
+            .into_std()
+            .expect("std::net::UdpSocket::from(greenrt::net::UdpSocket): cannot make the socket blocking; use UdpSocket::into_std to handle the error")
     }
 }

@@ -1,6 +1,6 @@
 //! Unix domain sockets: [`UnixListener`] and [`UnixStream`].
 
-use super::source::Source;
+use super::source::{Source, Timeout};
 use crate::reactor::Direction;
 use futures::io::{AsyncRead, AsyncWrite};
 use std::fmt;
@@ -11,6 +11,7 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// A Unix domain listening socket. See the [module docs](crate::net).
 pub struct UnixListener {
@@ -21,6 +22,8 @@ pub struct UnixListener {
 /// plain callers.
 pub struct UnixStream {
     inner: Source<mio::net::UnixStream>,
+    read_timeout: Timeout,
+    write_timeout: Timeout,
 }
 
 impl fmt::Debug for UnixListener {
@@ -63,6 +66,11 @@ impl UnixListener {
             .map(|(io, addr)| (UnixStream::from_mio(io), addr))
     }
 
+    /// An endless iterator of accepted connections.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
     /// The address it is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.io.local_addr()
@@ -75,12 +83,36 @@ impl UnixListener {
             inner: Source::new(mio::net::UnixListener::from_std(listener)),
         })
     }
+
+    /// The std listener, back in blocking mode.
+    pub fn into_std(self) -> io::Result<std::os::unix::net::UnixListener> {
+        let listener = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(
+            self.inner.into_inner(),
+        ));
+        listener.set_nonblocking(false)?;
+        Ok(listener)
+    }
+}
+
+/// Iterator over [`UnixListener::accept`]; never ends.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a UnixListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<UnixStream>;
+    fn next(&mut self) -> Option<io::Result<UnixStream>> {
+        Some(self.listener.accept().map(|(stream, _)| stream))
+    }
 }
 
 impl UnixStream {
     fn from_mio(io: mio::net::UnixStream) -> UnixStream {
         UnixStream {
             inner: Source::new(io),
+            read_timeout: Timeout::default(),
+            write_timeout: Timeout::default(),
         }
     }
 
@@ -98,9 +130,46 @@ impl UnixStream {
         Ok((UnixStream::from_mio(a), UnixStream::from_mio(b)))
     }
 
+    /// Connects to the socket file `path`, for async code. See
+    /// [`connect`](UnixStream::connect): a local connect does not wait for a peer.
+    pub async fn connect_async<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
+        UnixStream::connect(path)
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.io.local_addr()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.io.peer_addr()
+    }
+
     /// Shuts down the read half, the write half or both.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.io.shutdown(how)
+    }
+
+    /// Reads longer than this fail with `ErrorKind::TimedOut` (green and plain alike).
+    /// `None` (the default) waits forever; a zero duration is an `InvalidInput` error.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.set(timeout)
+    }
+
+    /// Writes longer than this fail with `ErrorKind::TimedOut`.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.write_timeout.set(timeout)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.read_timeout.get())
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.write_timeout.get())
     }
 
     /// Wraps a std stream (switching it to non-blocking mode).
@@ -108,12 +177,22 @@ impl UnixStream {
         stream.set_nonblocking(true)?;
         Ok(UnixStream::from_mio(mio::net::UnixStream::from_std(stream)))
     }
+
+    /// The std stream, back in blocking mode (its timeouts are not carried over).
+    pub fn into_std(self) -> io::Result<std::os::unix::net::UnixStream> {
+        let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(
+            self.inner.into_inner(),
+        ));
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
 }
 
 impl Read for &UnixStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = self.read_timeout.get();
         self.inner
-            .do_io(Direction::Read, None, "UnixStream::read", |mut s| {
+            .do_io(Direction::Read, timeout, "UnixStream::read", |mut s| {
                 s.read(buf)
             })
     }
@@ -121,8 +200,9 @@ impl Read for &UnixStream {
 
 impl Write for &UnixStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let timeout = self.write_timeout.get();
         self.inner
-            .do_io(Direction::Write, None, "UnixStream::write", |mut s| {
+            .do_io(Direction::Write, timeout, "UnixStream::write", |mut s| {
                 s.write(buf)
             })
     }
@@ -148,7 +228,7 @@ impl Write for UnixStream {
     }
 }
 
-impl AsyncRead for UnixStream {
+impl AsyncRead for &UnixStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -158,7 +238,7 @@ impl AsyncRead for UnixStream {
     }
 }
 
-impl AsyncWrite for UnixStream {
+impl AsyncWrite for &UnixStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -166,6 +246,36 @@ impl AsyncWrite for UnixStream {
     ) -> Poll<io::Result<usize>> {
         self.inner
             .poll_io(Direction::Write, cx, |mut s| s.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown(Shutdown::Write))
+    }
+}
+
+impl AsyncRead for UnixStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut this: &UnixStream = self.get_mut();
+        Pin::new(&mut this).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UnixStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut this: &UnixStream = self.get_mut();
+        Pin::new(&mut this).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -198,5 +308,55 @@ impl AsRawFd for UnixListener {
 impl AsFd for UnixListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.io.as_fd()
+    }
+}
+
+/// Wraps a std stream: [`UnixStream::from_std`].
+///
+/// # Panics
+/// If the socket cannot be switched to non-blocking mode; use `from_std` to get that
+/// as an error instead.
+impl From<std::os::unix::net::UnixStream> for UnixStream {
+    fn from(stream: std::os::unix::net::UnixStream) -> UnixStream {
+        UnixStream::from_std(stream)
+            .expect("UnixStream::from(std::os::unix::net::UnixStream): cannot make the socket non-blocking; use UnixStream::from_std to handle the error")
+    }
+}
+
+/// The std stream, in blocking mode again: [`UnixStream::into_std`].
+///
+/// # Panics
+/// If the socket cannot be switched back to blocking mode; use `into_std` to get that
+/// as an error instead.
+impl From<UnixStream> for std::os::unix::net::UnixStream {
+    fn from(stream: UnixStream) -> std::os::unix::net::UnixStream {
+        stream
+            .into_std()
+            .expect("std::os::unix::net::UnixStream::from(greenrt::net::UnixStream): cannot make the socket blocking; use UnixStream::into_std to handle the error")
+    }
+}
+
+/// Wraps a std listener: [`UnixListener::from_std`].
+///
+/// # Panics
+/// If the socket cannot be switched to non-blocking mode; use `from_std` to get that
+/// as an error instead.
+impl From<std::os::unix::net::UnixListener> for UnixListener {
+    fn from(listener: std::os::unix::net::UnixListener) -> UnixListener {
+        UnixListener::from_std(listener)
+            .expect("UnixListener::from(std::os::unix::net::UnixListener): cannot make the socket non-blocking; use UnixListener::from_std to handle the error")
+    }
+}
+
+/// The std listener, in blocking mode again: [`UnixListener::into_std`].
+///
+/// # Panics
+/// If the socket cannot be switched back to blocking mode; use `into_std` to get that
+/// as an error instead.
+impl From<UnixListener> for std::os::unix::net::UnixListener {
+    fn from(listener: UnixListener) -> std::os::unix::net::UnixListener {
+        listener
+            .into_std()
+            .expect("std::os::unix::net::UnixListener::from(greenrt::net::UnixListener): cannot make the socket blocking; use UnixListener::into_std to handle the error")
     }
 }
