@@ -3,6 +3,8 @@
 //!
 //! It owns nothing the runtime uses. [`RawSwitch`] measures the bare context switch,
 //! without the scheduler, so it can be compared with other coroutine libraries.
+//! [`TimerHeap`] drives one thread's timer structure directly, so its cost per
+//! operation can be measured at any number of pending timers.
 //! [`valgrind_stack_probe`] lets `examples/memcheck.rs` check that valgrind answers the
 //! client requests green stacks are registered with.
 
@@ -106,6 +108,76 @@ pub fn valgrind_stack_probe() -> std::io::Result<(bool, usize)> {
     Ok((crate::valgrind::running_on_valgrind(), stack.valgrind_id()))
 }
 
+/// One runtime thread's timer structure (the one every `sleep` registers with), driven
+/// directly: the same insert, cancel and fire code a `Sleep` runs, minus the
+/// thread-local lookup and the `Instant::now()` calls.
+///
+/// Not `Send`, like the per-thread structure it wraps.
+pub struct TimerHeap {
+    timers: crate::time::Timers,
+    waker: std::task::Waker,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// A pending timer of a [`TimerHeap`]; give it to [`TimerHeap::cancel`] or let it fire.
+pub struct TimerEntry(std::sync::Arc<crate::time::Entry>);
+
+impl Default for TimerHeap {
+    fn default() -> Self {
+        TimerHeap::new()
+    }
+}
+
+impl TimerHeap {
+    /// An empty structure whose timers wake a no-op waker.
+    pub fn new() -> TimerHeap {
+        TimerHeap {
+            timers: crate::time::Timers::default(),
+            waker: futures::task::noop_waker(),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Registers a timer for `deadline`, as the first poll of a `Sleep` does.
+    pub fn insert(&mut self, deadline: std::time::Instant) -> TimerEntry {
+        let entry = self.timers.new_entry(self.waker.clone());
+        self.timers.insert(deadline, entry.clone());
+        TimerEntry(entry)
+    }
+
+    /// Cancels a timer, as dropping its `Sleep` does.
+    pub fn cancel(&mut self, entry: TimerEntry) {
+        crate::time::cancel(&entry.0);
+    }
+
+    /// Fires every timer due at `now`, as a worker does between slices; returns how
+    /// many fired.
+    pub fn fire_due(&mut self, now: std::time::Instant) -> usize {
+        let due = self.timers.take_due(now);
+        let fired = due.len();
+        for waker in due {
+            waker.wake();
+        }
+        fired
+    }
+
+    /// The earliest live deadline (discards cancelled entries on top), as a parking
+    /// worker asks.
+    pub fn next_deadline(&mut self) -> Option<std::time::Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Entries held, cancelled ones not yet discarded included.
+    pub fn len(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Whether it holds no entry at all.
+    pub fn is_empty(&self) -> bool {
+        self.timers.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +196,21 @@ mod tests {
             let expected = (0..10_000u64).fold(0u64, |a, i| a.wrapping_mul(31).wrapping_add(i));
             assert_eq!(acc, expected, "{variant:?}");
         }
+    }
+
+    #[test]
+    fn timer_heap_fires_due_timers_and_skips_cancelled_ones() {
+        let base = std::time::Instant::now();
+        let at = |ms| base + std::time::Duration::from_millis(ms);
+        let mut heap = TimerHeap::new();
+        let _late = heap.insert(at(100));
+        let early = heap.insert(at(10));
+        let _mid = heap.insert(at(50));
+        heap.cancel(early);
+        assert_eq!(heap.next_deadline(), Some(at(50)));
+        assert_eq!(heap.fire_due(at(60)), 1);
+        assert_eq!(heap.len(), 1);
+        assert_eq!(heap.fire_due(at(100)), 1);
+        assert!(heap.is_empty());
     }
 }

@@ -43,7 +43,7 @@ const ORPHANED: u8 = 3;
 const COMPACT_MIN: usize = 64;
 
 /// One registered deadline, shared by the [`Sleep`] that set it and the heap holding it.
-struct Entry {
+pub(crate) struct Entry {
     state: AtomicU8,
     waker: Mutex<Option<Waker>>,
     /// The owning heap's count of cancelled entries it still holds.
@@ -94,7 +94,7 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    fn insert(&mut self, deadline: Instant, entry: Arc<Entry>) {
+    pub(crate) fn insert(&mut self, deadline: Instant, entry: Arc<Entry>) {
         self.compact_if_mostly_cancelled();
         self.seq += 1;
         self.heap.push(Reverse(Key {
@@ -104,7 +104,7 @@ impl Timers {
         }));
     }
 
-    fn new_entry(&self, waker: Waker) -> Arc<Entry> {
+    pub(crate) fn new_entry(&self, waker: Waker) -> Arc<Entry> {
         Arc::new(Entry {
             state: AtomicU8::new(WAITING),
             waker: Mutex::new(Some(waker)),
@@ -136,8 +136,7 @@ impl Timers {
     }
 
     /// How many entries the heap holds, cancelled ones included.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
@@ -276,22 +275,28 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        let Some(handle) = &self.entry else { return };
-        let entry = &handle.0;
-        // Counted before the state changes, so the heap never sees a cancelled entry
-        // that is not counted yet (the count would underflow when it discards it).
-        entry.cancelled.fetch_add(1, Ordering::Relaxed);
-        let cancelled = entry
-            .state
-            .compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if cancelled {
-            // Release whatever the waker keeps alive (a task, a green thread) now, not
-            // when the heap gets round to the entry.
-            drop(entry.take_waker());
-        } else {
-            entry.cancelled.fetch_sub(1, Ordering::Relaxed);
+        if let Some(handle) = &self.entry {
+            cancel(&handle.0);
         }
+    }
+}
+
+/// What dropping a registered [`Sleep`] does: marks its entry cancelled (unless it
+/// fired or was orphaned) so the heap discards it.
+pub(crate) fn cancel(entry: &Entry) {
+    // Counted before the state changes, so the heap never sees a cancelled entry that
+    // is not counted yet (the count would underflow when it discards it).
+    entry.cancelled.fetch_add(1, Ordering::Relaxed);
+    let cancelled = entry
+        .state
+        .compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    if cancelled {
+        // Release whatever the waker keeps alive (a task, a green thread) now, not when
+        // the heap gets round to the entry.
+        drop(entry.take_waker());
+    } else {
+        entry.cancelled.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
