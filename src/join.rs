@@ -111,7 +111,9 @@ impl<T> Packet<T> {
             inner.waiter.take()
         };
         if let Some(waiter) = waiter {
-            waiter.wake();
+            // Often a user's waker (an executor awaiting the handle); it must not
+            // unwind into the worker that published.
+            crate::wake::wake_catching_panics(waiter);
         }
     }
 }

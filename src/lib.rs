@@ -61,6 +61,7 @@ pub mod time;
 #[cfg(feature = "tracing")]
 mod trace;
 mod valgrind;
+mod wake;
 
 pub use blocking::{spawn_blocking, unblock};
 pub use green::{Cancelled, Green, GreenId};

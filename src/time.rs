@@ -190,7 +190,7 @@ impl Drop for Timers {
                 .is_ok()
             {
                 if let Some(waker) = key.entry.take_waker() {
-                    waker.wake();
+                    crate::wake::wake_catching_panics(waker);
                 }
             }
         }
@@ -203,9 +203,7 @@ pub(crate) fn fire_due(timers: &std::cell::RefCell<Timers>) {
         return;
     }
     let due = timers.borrow_mut().take_due(Instant::now());
-    for waker in due {
-        waker.wake();
-    }
+    crate::wake::wake_all_catching_panics(due);
 }
 
 /// A future that completes at a deadline; see [`sleep`].
@@ -241,11 +239,19 @@ impl Future for Sleep {
         }
         if let Some(handle) = &self.entry {
             let entry = &handle.0;
+            // The state is read under the waker's lock: the firing side changes the
+            // state first and then takes the waker under the same lock, so either we
+            // see FIRED/ORPHANED here, or it takes the waker we store. Reading the
+            // state before locking would let it fire (taking the old waker) between
+            // the read and the store, and the new waker would never be woken.
+            let mut waker = entry.waker.lock().unwrap_or_else(|e| e.into_inner());
             match entry.state.load(Ordering::Acquire) {
                 FIRED => return Poll::Ready(()),
-                ORPHANED => self.entry = None,
+                ORPHANED => {
+                    drop(waker);
+                    self.entry = None;
+                }
                 _ => {
-                    let mut waker = entry.waker.lock().unwrap_or_else(|e| e.into_inner());
                     match &*waker {
                         Some(w) if w.will_wake(cx.waker()) => {}
                         _ => *waker = Some(cx.waker().clone()),

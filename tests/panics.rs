@@ -327,3 +327,55 @@ fn other_green_threads_never_see_panicking_while_one_unwinds() {
         );
     });
 }
+
+/// A user waker that panics when woken.
+struct PanickingWaker(Arc<AtomicUsize>);
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("a user waker panicked (expected by this test)");
+    }
+}
+
+/// The worker fires wakers it did not make (a timer's, a JoinHandle waiter's): one
+/// that panics must neither kill the worker nor strand what is homed on it.
+#[test]
+fn a_panicking_waker_fired_by_a_worker_does_not_kill_it() {
+    with_watchdog(
+        "runtime after a panicking waker",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(1);
+            let woken = Arc::new(AtomicUsize::new(0));
+
+            // A timer registered by the only worker, with a waker that panics when it fires.
+            let waker = std::task::Waker::from(Arc::new(PanickingWaker(woken.clone())));
+            let sleep = rt
+                .spawn_async(async move {
+                    let mut sleep = Box::pin(greenrt::time::sleep(Duration::from_millis(10)));
+                    let pending = sleep.as_mut().poll(&mut Context::from_waker(&waker));
+                    assert!(pending.is_pending());
+                    sleep // kept alive, so its timer fires on the worker
+                })
+                .join()
+                .unwrap();
+
+            // A JoinHandle awaited with a waker that panics when the green thread finishes.
+            let (go, wait) = oneshot::channel::<()>();
+            let mut handle = rt.spawn(move || greenrt::block_on(wait).unwrap());
+            let waker = std::task::Waker::from(Arc::new(PanickingWaker(woken.clone())));
+            assert!(Pin::new(&mut handle)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+            go.send(()).unwrap();
+
+            // Both fired (and panicked) on the worker; it still runs what it is given.
+            while woken.load(Ordering::SeqCst) < 2 {
+                assert_eq!(rt.spawn(|| 5).join().unwrap(), 5);
+            }
+            assert_eq!(rt.spawn(|| 6).join().unwrap(), 6);
+            drop(sleep);
+        },
+    );
+}
