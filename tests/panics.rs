@@ -341,6 +341,8 @@ impl std::task::Wake for PanickingWaker {
 /// The worker fires wakers it did not make (a timer's, a JoinHandle waiter's): one
 /// that panics must neither kill the worker nor strand what is homed on it.
 #[test]
+// The task hands its polled-once sleep back on purpose, not to be awaited.
+#[allow(clippy::async_yields_async)]
 fn a_panicking_waker_fired_by_a_worker_does_not_kill_it() {
     with_watchdog(
         "runtime after a panicking waker",
