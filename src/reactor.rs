@@ -16,11 +16,15 @@
 //!   [`Reactor::park`] for why the driver index is published before the last check for
 //!   work.
 //!
-//! Readiness is edge-triggered. Each registration keeps readiness bits; an I/O attempt
-//! that returns `WouldBlock` clears the bits it waited on *and retries the syscall*
-//! before waiting again, so an event that raced with the failed attempt is never lost
-//! (the retry sees the data). Waiters are woken all at once (several green threads may
-//! accept on one listener); each retries its own syscall.
+//! Readiness is edge-triggered. Each registration keeps readiness bits and a tick that
+//! every event advances ([`ScheduledIo`]). An I/O attempt snapshots them before its
+//! syscall. On `WouldBlock` it clears the bits it waited on only if no event arrived
+//! since the snapshot, else it retries the syscall, so an event that raced with the
+//! failed attempt is never lost. A read or write that moved fewer bytes than asked
+//! clears the readable/writable bit the same way, and an attempt that finds its
+//! direction not ready waits without a syscall: one `recv` per request on a keep-alive
+//! connection instead of three. Waiters are woken all at once (several green threads
+//! may accept on one listener); each retries its own syscall.
 //!
 //! Nothing here runs user code except wakers, and those are woken after every lock of
 //! this module is released.
@@ -29,7 +33,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll as TaskPoll, Waker};
 use std::time::Duration;
@@ -64,12 +68,31 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Readiness and waiters of one registered file descriptor.
+///
+/// `readiness` is one word: the readiness bits in the low byte, and above them a tick
+/// that every dispatched event advances. An I/O attempt takes a [`Snapshot`] before its
+/// syscall; clearing readiness afterwards succeeds only if no event arrived since, so a
+/// clear never erases an event the attempt did not see (tokio's scheme).
 #[derive(Default)]
 pub(crate) struct ScheduledIo {
-    readiness: AtomicU8,
+    readiness: AtomicUsize,
     readers: Mutex<Vec<Waker>>,
     writers: Mutex<Vec<Waker>>,
 }
+
+/// The readiness word as an I/O attempt saw it before its syscall.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Snapshot(usize);
+
+impl Snapshot {
+    /// Whether `direction` had readiness (or a closed/error state) at the snapshot.
+    pub(crate) fn is_ready(self, direction: Direction) -> bool {
+        self.0 & direction.mask() as usize != 0
+    }
+}
+
+const BITS: usize = 0xff;
+const TICK: usize = 1 << 8;
 
 impl ScheduledIo {
     fn waiters(&self, direction: Direction) -> &Mutex<Vec<Waker>> {
@@ -79,19 +102,43 @@ impl ScheduledIo {
         }
     }
 
-    /// After an attempt returned `WouldBlock`: clears `direction`'s readiness and
-    /// returns true when any was set (the caller then retries the syscall instead of
-    /// waiting: the readiness may be newer than its attempt).
-    pub(crate) fn clear(&self, direction: Direction) -> bool {
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot(self.readiness.load(Ordering::SeqCst))
+    }
+
+    /// After an attempt that started at `seen` returned `WouldBlock`: clears all of
+    /// `direction`'s bits. Returns false, clearing nothing, when an event arrived since
+    /// `seen` (the caller then retries the syscall instead of waiting).
+    pub(crate) fn clear_would_block(&self, seen: Snapshot, direction: Direction) -> bool {
+        self.clear_if_unchanged(seen, direction.mask())
+    }
+
+    /// After an attempt that started at `seen` moved fewer bytes than asked (the socket
+    /// buffer is drained, or full): clears `direction`'s readable/writable bit, so the
+    /// next attempt waits for an event instead of making a syscall that would only say
+    /// `WouldBlock`. Closed and error bits stay: no further edge would report them.
+    pub(crate) fn clear_drained(&self, seen: Snapshot, direction: Direction) {
+        let bit = match direction {
+            Direction::Read => READABLE,
+            Direction::Write => WRITABLE,
+        };
+        self.clear_if_unchanged(seen, bit);
+    }
+
+    fn clear_if_unchanged(&self, seen: Snapshot, mask: u8) -> bool {
         self.readiness
-            .fetch_and(!direction.mask(), Ordering::SeqCst)
-            & direction.mask()
-            != 0
+            .compare_exchange(
+                seen.0,
+                seen.0 & !(mask as usize),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
     }
 
     /// Ready when `direction` has readiness; else registers the waker. Does not clear.
     pub(crate) fn poll_ready(&self, direction: Direction, cx: &mut Context<'_>) -> TaskPoll<()> {
-        if self.readiness.load(Ordering::SeqCst) & direction.mask() != 0 {
+        if self.snapshot().is_ready(direction) {
             return TaskPoll::Ready(());
         }
         {
@@ -102,14 +149,20 @@ impl ScheduledIo {
         }
         // Dispatch sets the bits before it takes the waiters: either it saw our waker
         // (it locked after us) or we see its bits here.
-        if self.readiness.load(Ordering::SeqCst) & direction.mask() != 0 {
+        if self.snapshot().is_ready(direction) {
             return TaskPoll::Ready(());
         }
         TaskPoll::Pending
     }
 
     fn set(&self, bits: u8, wake: &mut Vec<Waker>) {
-        self.readiness.fetch_or(bits, Ordering::SeqCst);
+        // Advance the tick even when the bits are already set: an attempt that saw the
+        // old word must not clear this event.
+        let _ = self
+            .readiness
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+                Some((word & !BITS).wrapping_add(TICK) | (word & BITS) | bits as usize)
+            });
         if bits & Direction::Read.mask() != 0 {
             wake.append(&mut lock(&self.readers));
         }

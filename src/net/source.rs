@@ -2,7 +2,7 @@
 //! `WouldBlock` into the right kind of waiting for the caller.
 
 use crate::bridge::{self, Caller};
-use crate::reactor::{Direction, Registration};
+use crate::reactor::{Direction, Registration, Snapshot};
 use crate::runtime::context;
 use crate::time::Sleep;
 use std::future::Future;
@@ -74,36 +74,79 @@ impl<S: AsRawFd> Source<S> {
         direction: Direction,
         timeout: Option<Duration>,
         what: &str,
-        mut f: impl FnMut(&S) -> io::Result<R>,
+        f: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
+        self.do_io_with(direction, timeout, what, f, |_| false)
+    }
+
+    /// [`do_io`](Source::do_io) for a stream read or write of `len` bytes: moving fewer
+    /// means the socket buffer is drained (or full), so the readiness is cleared and the
+    /// next call waits for an event instead of making a syscall that would fail.
+    pub(crate) fn do_transfer(
+        &self,
+        direction: Direction,
+        timeout: Option<Duration>,
+        what: &str,
+        len: usize,
+        f: impl FnMut(&S) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.do_io_with(direction, timeout, what, f, |&n| n > 0 && n < len)
+    }
+
+    fn do_io_with<R>(
+        &self,
+        direction: Direction,
+        timeout: Option<Duration>,
+        what: &str,
+        mut f: impl FnMut(&S) -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
+    ) -> io::Result<R> {
+        let green = match bridge::caller(what) {
+            Caller::Green(_) => !std::thread::panicking(),
+            Caller::Thread => false,
+        };
         let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            match f(&self.io) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return result,
-            }
-            let green = match bridge::caller(what) {
-                Caller::Green(_) => !std::thread::panicking(),
-                Caller::Thread => false,
-            };
-            if green {
-                let registration = self.registration()?;
-                // Readiness seen since our attempt (or stale): clear it and retry.
-                if registration.io.clear(direction) {
-                    continue;
+        if !green {
+            // A plain thread waits with poll(2) and leaves the reactor's bits alone.
+            loop {
+                match f(&self.io) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    result => return result,
                 }
-                let ready = bridge::block_on_named(
-                    WaitReady {
-                        registration,
-                        direction,
-                        sleep: deadline.map(crate::time::sleep_until),
-                    },
-                    what,
-                );
-                if !ready {
+                if !poll_fd(self.io.as_raw_fd(), direction, deadline)? {
                     return Err(timed_out());
                 }
-            } else if !poll_fd(self.io.as_raw_fd(), direction, deadline)? {
+            }
+        }
+        loop {
+            let seen = self.registration.get().map(|r| r.io.snapshot());
+            // Known not ready (no event since a clear): skip the syscall, just wait.
+            if seen.is_none_or(|seen| seen.is_ready(direction)) {
+                match f(&self.io) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    result => {
+                        if let (Ok(value), Some(seen)) = (&result, seen) {
+                            if drained(value) {
+                                self.registered().io.clear_drained(seen, direction);
+                            }
+                        }
+                        return result;
+                    }
+                }
+            }
+            let registration = self.registration()?;
+            if !may_wait(registration, seen, direction) {
+                continue;
+            }
+            let ready = bridge::block_on_named(
+                WaitReady {
+                    registration,
+                    direction,
+                    sleep: deadline.map(crate::time::sleep_until),
+                },
+                what,
+            );
+            if !ready {
                 return Err(timed_out());
             }
         }
@@ -114,24 +157,74 @@ impl<S: AsRawFd> Source<S> {
         &self,
         direction: Direction,
         cx: &mut Context<'_>,
+        f: impl FnMut(&S) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        self.poll_io_with(direction, cx, f, |_| false)
+    }
+
+    /// The async form of [`Source::do_transfer`].
+    pub(crate) fn poll_transfer(
+        &self,
+        direction: Direction,
+        cx: &mut Context<'_>,
+        len: usize,
+        f: impl FnMut(&S) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io_with(direction, cx, f, |&n| n > 0 && n < len)
+    }
+
+    fn poll_io_with<R>(
+        &self,
+        direction: Direction,
+        cx: &mut Context<'_>,
         mut f: impl FnMut(&S) -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
     ) -> Poll<io::Result<R>> {
         loop {
-            match f(&self.io) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
+            let seen = self.registration.get().map(|r| r.io.snapshot());
+            if seen.is_none_or(|seen| seen.is_ready(direction)) {
+                match f(&self.io) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    result => {
+                        if let (Ok(value), Some(seen)) = (&result, seen) {
+                            if drained(value) {
+                                self.registered().io.clear_drained(seen, direction);
+                            }
+                        }
+                        return Poll::Ready(result);
+                    }
+                }
             }
             let registration = match self.registration() {
                 Ok(registration) => registration,
                 Err(error) => return Poll::Ready(Err(error)),
             };
-            if registration.io.clear(direction) {
+            if !may_wait(registration, seen, direction) {
                 continue;
             }
             if registration.io.poll_ready(direction, cx).is_pending() {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// The registration, known to exist (a snapshot was taken from it).
+    fn registered(&self) -> &Registration {
+        self.registration
+            .get()
+            .expect("a snapshot implies a registration")
+    }
+}
+
+/// After an attempt that started at `seen` (`None`: before the fd was registered) found
+/// nothing to do: whether to wait for an event (true), or retry the syscall because
+/// readiness arrived that the attempt may not have seen.
+fn may_wait(registration: &Registration, seen: Option<Snapshot>, direction: Direction) -> bool {
+    match seen {
+        Some(seen) => registration.io.clear_would_block(seen, direction),
+        // Registered after the attempt: epoll reports the fd's current state as a first
+        // event, so readiness now may be newer than the attempt.
+        None => !registration.io.snapshot().is_ready(direction),
     }
 }
 

@@ -252,16 +252,20 @@ fn connected(stream: &mio::net::TcpStream) -> io::Result<()> {
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let timeout = self.read_timeout.get();
-        self.inner
-            .do_io(Direction::Read, timeout, "TcpStream::read", |mut s| {
-                s.read(buf)
-            })
+        self.inner.do_transfer(
+            Direction::Read,
+            timeout,
+            "TcpStream::read",
+            buf.len(),
+            |mut s| s.read(buf),
+        )
     }
 
     fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
         let timeout = self.read_timeout.get();
+        let len = bufs.iter().map(|b| b.len()).sum();
         self.inner
-            .do_io(Direction::Read, timeout, "TcpStream::read", |mut s| {
+            .do_transfer(Direction::Read, timeout, "TcpStream::read", len, |mut s| {
                 s.read_vectored(bufs)
             })
     }
@@ -270,18 +274,25 @@ impl Read for &TcpStream {
 impl Write for &TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let timeout = self.write_timeout.get();
-        self.inner
-            .do_io(Direction::Write, timeout, "TcpStream::write", |mut s| {
-                s.write(buf)
-            })
+        self.inner.do_transfer(
+            Direction::Write,
+            timeout,
+            "TcpStream::write",
+            buf.len(),
+            |mut s| s.write(buf),
+        )
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let timeout = self.write_timeout.get();
-        self.inner
-            .do_io(Direction::Write, timeout, "TcpStream::write", |mut s| {
-                s.write_vectored(bufs)
-            })
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.inner.do_transfer(
+            Direction::Write,
+            timeout,
+            "TcpStream::write",
+            len,
+            |mut s| s.write_vectored(bufs),
+        )
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -319,7 +330,9 @@ impl AsyncRead for &TcpStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.inner.poll_io(Direction::Read, cx, |mut s| s.read(buf))
+        let len = buf.len();
+        self.inner
+            .poll_transfer(Direction::Read, cx, len, |mut s| s.read(buf))
     }
 }
 
@@ -330,7 +343,7 @@ impl AsyncWrite for &TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.inner
-            .poll_io(Direction::Write, cx, |mut s| s.write(buf))
+            .poll_transfer(Direction::Write, cx, buf.len(), |mut s| s.write(buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -191,20 +191,26 @@ impl UnixStream {
 impl Read for &UnixStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let timeout = self.read_timeout.get();
-        self.inner
-            .do_io(Direction::Read, timeout, "UnixStream::read", |mut s| {
-                s.read(buf)
-            })
+        self.inner.do_transfer(
+            Direction::Read,
+            timeout,
+            "UnixStream::read",
+            buf.len(),
+            |mut s| s.read(buf),
+        )
     }
 }
 
 impl Write for &UnixStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let timeout = self.write_timeout.get();
-        self.inner
-            .do_io(Direction::Write, timeout, "UnixStream::write", |mut s| {
-                s.write(buf)
-            })
+        self.inner.do_transfer(
+            Direction::Write,
+            timeout,
+            "UnixStream::write",
+            buf.len(),
+            |mut s| s.write(buf),
+        )
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -234,7 +240,9 @@ impl AsyncRead for &UnixStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.inner.poll_io(Direction::Read, cx, |mut s| s.read(buf))
+        let len = buf.len();
+        self.inner
+            .poll_transfer(Direction::Read, cx, len, |mut s| s.read(buf))
     }
 }
 
@@ -245,7 +253,7 @@ impl AsyncWrite for &UnixStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.inner
-            .poll_io(Direction::Write, cx, |mut s| s.write(buf))
+            .poll_transfer(Direction::Write, cx, buf.len(), |mut s| s.write(buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
