@@ -381,6 +381,7 @@ thread_local! {
 }
 
 /// The green thread running on this thread, if any.
+#[inline]
 pub(crate) fn current_ptr() -> *const GreenThread {
     CURRENT.get()
 }

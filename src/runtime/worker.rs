@@ -15,6 +15,9 @@
 //! alternate between the private run queue and the deque (so neither starves the
 //! other), then the inbox; when all are empty, search (injector, then steal a batch from
 //! the others), and when that finds nothing, park until woken or the next timer is due.
+//! A green thread that yields does not go back through that loop when its tick would
+//! pick the private run queue anyway (`Core::next_after_yield` takes the same tick and
+//! the same choice): the yield round trip is then a requeue, a pop and two switches.
 //! Parking blocks in the reactor's `epoll_wait` when this worker gets the poll lock
 //! (`crate::reactor`); every [`GLOBAL_INTERVAL`] ticks the reactor is also polled
 //! without blocking, next to the timers.
@@ -111,6 +114,9 @@ pub(crate) struct Core {
     /// The unit this worker itself just spawned or woke: it runs next, while its data
     /// is hot in cache and without waking another worker for it (see [`Core::push_lifo`]).
     lifo: Cell<Option<Next>>,
+    /// Whether `lifo` holds a unit: a flag, so the hot paths can ask without moving the
+    /// unit out and back.
+    lifo_full: Cell<bool>,
     /// How many units in a row came from `lifo`; capped so two green threads or tasks
     /// waking each other cannot starve the rest of the queues.
     lifo_streak: Cell<u32>,
@@ -131,6 +137,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         deque,
         run_queue: RefCell::new(VecDeque::new()),
         lifo: Cell::new(None),
+        lifo_full: Cell::new(false),
         lifo_streak: Cell::new(0),
         stacks: RefCell::new(StackPool::new(shared.config.stack_size)),
         live: RefCell::default(),
@@ -173,7 +180,7 @@ impl Core {
     fn next_local(&self, local: &Local) -> Option<Next> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if let Some(next) = self.lifo.take() {
+        if let Some(next) = self.take_lifo() {
             if self.lifo_streak.get() < MAX_LIFO_STREAK {
                 self.lifo_streak.set(self.lifo_streak.get() + 1);
                 return Some(next);
@@ -213,6 +220,7 @@ impl Core {
     /// Makes `next` the unit this worker runs next. Returns true when that displaced
     /// another unit onto the shared-visible queues, so an idle worker may want to know.
     pub(crate) fn push_lifo(&self, next: Next) -> bool {
+        self.lifo_full.set(true);
         match self.lifo.replace(Some(next)) {
             Some(previous) => {
                 self.push_queued(previous);
@@ -312,10 +320,14 @@ impl Core {
     }
 
     fn has_lifo(&self) -> bool {
-        let next = self.lifo.take();
-        let has = next.is_some();
-        self.lifo.set(next);
-        has
+        self.lifo_full.get()
+    }
+
+    fn take_lifo(&self) -> Option<Next> {
+        if !self.lifo_full.replace(false) {
+            return None;
+        }
+        self.lifo.take()
     }
 
     fn park(&self, local: &Local) {
@@ -388,56 +400,118 @@ impl Core {
     fn run_green(&self, green: Arc<GreenThread>, yielded: bool) {
         let previous = if yielded {
             debug_assert!(green.state.load() & crate::state::RUNNING != 0);
-            green.state.load()
+            crate::state::RUNNING
         } else {
             green.state.start_run()
         };
         // SAFETY: we hold it RUNNING (start_run above).
-        if !unsafe { green.is_started() } {
-            if previous & CANCELLED != 0 {
-                // SAFETY: we hold it RUNNING and it never started.
-                unsafe { green.finish_unstarted(Start::Cancel) };
-                green.state.complete();
-                return;
+        if !unsafe { green.is_started() } && !self.start_green(&green, previous) {
+            return;
+        }
+        self.resume_loop(green);
+    }
+
+    /// First run of a green thread we hold RUNNING: gives it a stack and makes this
+    /// worker its home. Returns false when it finished without running (cancelled
+    /// before it started, or no stack could be mapped).
+    #[cold]
+    fn start_green(&self, green: &Arc<GreenThread>, previous: usize) -> bool {
+        if previous & CANCELLED != 0 {
+            // SAFETY: we hold it RUNNING and it never started.
+            unsafe { green.finish_unstarted(Start::Cancel) };
+            green.state.complete();
+            return false;
+        }
+        let stack = self.stacks.borrow_mut().take(green.stack_size);
+        match stack {
+            Ok(stack) => {
+                let slot = self.live.borrow_mut().insert(green.clone());
+                let home = Home::Worker(self.shared.clone(), self.index);
+                // SAFETY: we hold it RUNNING, it never started, and every later
+                // resume happens on this thread: its home is this worker.
+                unsafe { GreenThread::prepare(green, stack, home, slot) };
+                true
             }
-            let stack = self.stacks.borrow_mut().take(green.stack_size);
-            match stack {
-                Ok(stack) => {
-                    let slot = self.live.borrow_mut().insert(green.clone());
-                    let home = Home::Worker(self.shared.clone(), self.index);
-                    // SAFETY: we hold it RUNNING, it never started, and every later
-                    // resume happens on this thread: its home is this worker.
-                    unsafe { GreenThread::prepare(&green, stack, home, slot) };
+            Err(error) => {
+                // SAFETY: we hold it RUNNING and it never started.
+                unsafe { green.finish_unstarted(Start::Fail(error)) };
+                green.state.complete();
+                false
+            }
+        }
+    }
+
+    /// Resumes `green` (held RUNNING, started, at home here) until it suspends; when it
+    /// yields, goes on with [`Core::next_after_yield`]'s pick without a trip through
+    /// the main loop.
+    fn resume_loop(&self, mut green: Arc<GreenThread>) {
+        loop {
+            // SAFETY: we hold it RUNNING and an Arc to it for the whole call, it is
+            // prepared, and its home is this worker (it was prepared here or popped
+            // from this worker's private queue or inbox, which only hold greens at
+            // home here).
+            let why = unsafe { green::resume(&green) };
+            match why {
+                Suspend::Yield => match self.next_after_yield(green) {
+                    Some(next) => green = next,
+                    None => return,
+                },
+                Suspend::Park => {
+                    if green.state.stop_running() == AfterRun::Requeue {
+                        self.run_queue.borrow_mut().push_back(Runnable {
+                            green,
+                            yielded: false,
+                        });
+                    }
+                    return;
                 }
-                Err(error) => {
-                    // SAFETY: we hold it RUNNING and it never started.
-                    unsafe { green.finish_unstarted(Start::Fail(error)) };
-                    green.state.complete();
+                Suspend::Complete => {
+                    self.reclaim(&green);
                     return;
                 }
             }
         }
-        // SAFETY: we hold it RUNNING and an Arc to it for the whole call, it is
-        // prepared, and its home is this worker (it was prepared here or popped from
-        // this worker's private queue or inbox, which only hold greens at home here).
-        let why = unsafe { green::resume(&green) };
-        match why {
-            Suspend::Yield => {
-                self.run_queue.borrow_mut().push_back(Runnable {
-                    green,
-                    yielded: true,
-                });
-            }
-            Suspend::Park => {
-                if green.state.stop_running() == AfterRun::Requeue {
-                    self.run_queue.borrow_mut().push_back(Runnable {
-                        green,
-                        yielded: false,
-                    });
-                }
-            }
-            Suspend::Complete => self.reclaim(&green),
+    }
+
+    /// After `green` yielded: requeues it at the back of the private run queue and,
+    /// when the main loop's next tick would pick from that queue anyway, takes that
+    /// tick here and returns the green thread it would pick, held RUNNING (the front
+    /// of the queue, or `green` itself when the queue was empty). Returns None (the
+    /// main loop decides) when the LIFO slot is full, the next tick is a
+    /// [`GLOBAL_INTERVAL`] one, the deque would be looked at first, or shutdown began.
+    /// Same order as [`Core::next_local`], without its round trip.
+    #[inline]
+    fn next_after_yield(&self, green: Arc<GreenThread>) -> Option<Arc<GreenThread>> {
+        let tick = self.tick.get().wrapping_add(1);
+        let local_turn = !tick.is_multiple_of(GLOBAL_INTERVAL)
+            && (tick % 2 == 1 || self.deque.is_empty())
+            && !self.has_lifo()
+            && !self.shared.is_shutdown();
+        let mut run_queue = self.run_queue.borrow_mut();
+        if !local_turn {
+            run_queue.push_back(Runnable {
+                green,
+                yielded: true,
+            });
+            return None;
         }
+        self.tick.set(tick);
+        self.lifo_streak.set(0);
+        let Some(next) = run_queue.pop_front() else {
+            // Alone here: it runs again.
+            return Some(green);
+        };
+        run_queue.push_back(Runnable {
+            green,
+            yielded: true,
+        });
+        drop(run_queue);
+        if !next.yielded {
+            // Woken (inbox or a requeue after a wake): SCHEDULED, and started, since only
+            // started green threads are in the private queue.
+            next.green.state.start_run();
+        }
+        Some(next.green)
     }
 
     /// Takes back what a finished green thread held, then tells its JoinHandle.
@@ -455,7 +529,7 @@ impl Core {
 
     /// Cancels everything at home here, then empties this worker's queues.
     fn shutdown(&self) {
-        if let Some(next) = self.lifo.take() {
+        if let Some(next) = self.take_lifo() {
             self.push_queued(next);
         }
         let live = self.live.borrow_mut().drain();

@@ -1,0 +1,88 @@
+//! A callgrind harness for the scheduler's hot paths: runs one workload `n` times so
+//! that the instruction count per unit is `(count(2n) - count(n)) / n`.
+//!
+//! ```text
+//! cargo build --release --example sched_profile
+//! valgrind --tool=callgrind --dump-instr=no target/release/examples/sched_profile yield 100000
+//! valgrind --tool=callgrind --dump-instr=no target/release/examples/sched_profile yield 200000
+//! ```
+//!
+//! Workloads (1 worker, so callgrind's serialisation of threads does not matter):
+//! - `yield N`: one green thread calls `yield_now` N times.
+//! - `spawn N`: a green thread spawns N empty green threads, then joins them.
+//! - `pingpong N`: N round trips between two green threads over oneshot channels.
+
+use futures::channel::oneshot;
+use greenrt::runtime::Builder;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "yield".to_string());
+    let n: usize = args.next().map_or(100_000, |s| s.parse().expect("a count"));
+    let workers: usize = args
+        .next()
+        .map_or(1, |s| s.parse().expect("a worker count"));
+    let rt = Builder::new()
+        .worker_threads(workers)
+        .build()
+        .expect("runtime");
+    match mode.as_str() {
+        "yield" => rt
+            .spawn(move || {
+                for _ in 0..n {
+                    greenrt::yield_now();
+                }
+            })
+            .join()
+            .unwrap(),
+        "spawn" => rt
+            .spawn(move || {
+                let handles: Vec<_> = (0..n).map(|_| greenrt::spawn(|| {})).collect();
+                for handle in handles {
+                    handle.join().unwrap();
+                }
+            })
+            .join()
+            .unwrap(),
+        "pingpong" => rt
+            .spawn(move || {
+                for _ in 0..n {
+                    let (tx1, rx1) = oneshot::channel::<()>();
+                    let (tx2, rx2) = oneshot::channel::<()>();
+                    let peer = greenrt::spawn(move || {
+                        greenrt::block_on(rx1).unwrap();
+                        tx2.send(()).unwrap();
+                    });
+                    tx1.send(()).unwrap();
+                    greenrt::block_on(rx2).unwrap();
+                    peer.join().unwrap();
+                }
+            })
+            .join()
+            .unwrap(),
+        // yield_many as in benches/runtime.rs (200 green threads spawned from outside,
+        // `n` yields each), repeated 20 times; prints how many ran on each worker and
+        // the time per round.
+        "yieldmany" => {
+            for _ in 0..std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap()) {
+                let start = std::time::Instant::now();
+                let handles: Vec<_> = (0..200)
+                    .map(|_| {
+                        rt.spawn(move || {
+                            for _ in 0..n {
+                                greenrt::yield_now();
+                            }
+                            std::thread::current().name().map(str::to_owned)
+                        })
+                    })
+                    .collect();
+                let mut per_worker = std::collections::BTreeMap::new();
+                for handle in handles {
+                    *per_worker.entry(handle.join().unwrap()).or_insert(0) += 1;
+                }
+                println!("{:?} {:?}", start.elapsed(), per_worker);
+            }
+        }
+        other => panic!("unknown workload {other}: yield, spawn or pingpong"),
+    }
+}
