@@ -52,7 +52,9 @@ fi
 command -v taskset >/dev/null || { echo "http_load: taskset not found (apt-get install util-linux)" >&2; exit 1; }
 
 # 1,000 connections need ~1,000 fds in the server and in wrk.
-ulimit -n "$(ulimit -Hn)"
+hard="$(ulimit -Hn)"
+[[ "$hard" == unlimited ]] && hard=1048576
+ulimit -n "$hard"
 max_conns=0
 for c in $connections; do (( c > max_conns )) && max_conns=$c; done
 if (( $(ulimit -n) < max_conns + 100 )); then

@@ -375,3 +375,39 @@ pub(crate) fn wake_all(wakers: Vec<Waker>) {
         waker.wake();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clear_never_erases_an_event_the_attempt_did_not_see() {
+        let io = ScheduledIo::default();
+        let mut wake = Vec::new();
+        io.set(READABLE, &mut wake);
+        let seen = io.snapshot();
+        assert!(seen.is_ready(Direction::Read));
+        // The same bit again, after the attempt's snapshot: the tick moved.
+        io.set(READABLE, &mut wake);
+        assert!(!io.clear_would_block(seen, Direction::Read), "must retry");
+        assert!(io.snapshot().is_ready(Direction::Read));
+        // Nothing new since this snapshot: cleared, and the attempt may wait.
+        let seen = io.snapshot();
+        assert!(io.clear_would_block(seen, Direction::Read));
+        assert!(!io.snapshot().is_ready(Direction::Read));
+    }
+
+    #[test]
+    fn a_short_transfer_clears_readable_but_keeps_closed_and_error() {
+        let io = ScheduledIo::default();
+        let mut wake = Vec::new();
+        io.set(READABLE | READ_CLOSED | WRITABLE, &mut wake);
+        io.clear_drained(io.snapshot(), Direction::Read);
+        let now = io.snapshot();
+        // The FIN came with the data: the next read must still try (and see EOF).
+        assert!(now.is_ready(Direction::Read));
+        assert_eq!(now.0 & BITS, (READ_CLOSED | WRITABLE) as usize);
+        io.clear_drained(now, Direction::Write);
+        assert!(!io.snapshot().is_ready(Direction::Write));
+    }
+}
