@@ -147,7 +147,11 @@ fn cancelled_handle<T, W>(packet: Arc<Packet<T>>, work: W) -> JoinHandle<T> {
 /// Reserves a live-budget place for a new green thread. When the budget is exhausted
 /// while green threads are still finishing, waits for them (yielding) rather than fail:
 /// spawning a million short green threads in a row must work. It fails only when no
-/// green thread has finished for a while, i.e. the budget is really held.
+/// green thread has finished for [`PATIENCE`], i.e. the budget is really held. The
+/// patience is long enough that a loaded machine (workers preempted for tens of
+/// milliseconds) does not turn a burst of short green threads into an error.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
     let cap = shared
         .config
@@ -157,7 +161,6 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
         Ok(reservation) => return Ok(reservation),
         Err(error) => error,
     };
-    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
     let mut finished = crate::stack::finished_count();
     let mut progress_at = std::time::Instant::now();
     while progress_at.elapsed() < PATIENCE {
@@ -165,7 +168,8 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
         if in_green {
             crate::yield_now();
         } else {
-            std::thread::yield_now();
+            // A plain thread cannot help; let the workers run instead of spinning.
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
         match crate::stack::reserve(cap) {
             Ok(reservation) => return Ok(reservation),
