@@ -24,10 +24,20 @@
 //! clears the readable/writable bit the same way, and an attempt that finds its
 //! direction not ready waits without a syscall: one `recv` per request on a keep-alive
 //! connection instead of three. Waiters are woken all at once (several green threads
-//! may accept on one listener); each retries its own syscall.
+//! may accept on one listener); each retries its own syscall. No lost wake-up: dispatch
+//! updates the word (SeqCst) *before* it locks the waiters, and a waiter registers
+//! under that lock *before* it reads the word again ([`ScheduledIo::poll_ready`]).
+//!
+//! Waiters, per direction: one *slot* for `AsyncRead`/`AsyncWrite` (each poll replaces
+//! the waker, like tokio: only the last poller of a direction is woken) and *keyed*
+//! entries for everything else (green threads in `do_io`, the accept/recv/connect
+//! futures), which their owner removes when it stops waiting. So a wait that is
+//! abandoned (a timeout, a dropped future, a cancelled green thread or task) drops its
+//! waker, and what that waker keeps alive, at once rather than at the next event.
 //!
 //! Nothing here runs user code except wakers, and those are woken after every lock of
-//! this module is released.
+//! this module is released, each through [`crate::wake::wake_catching_panics`]: one
+//! panicking waker neither kills the worker nor stops the others being woken.
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -76,8 +86,69 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 pub(crate) struct ScheduledIo {
     readiness: AtomicUsize,
-    readers: Mutex<Vec<Waker>>,
-    writers: Mutex<Vec<Waker>>,
+    readers: Mutex<Waiters>,
+    writers: Mutex<Waiters>,
+}
+
+/// How a waiter is registered (see the module docs).
+pub(crate) enum Waiter<'a> {
+    /// The direction's one `AsyncRead`/`AsyncWrite` slot: each poll replaces it.
+    Slot,
+    /// A keyed entry, allocated into `*key` on first use; its owner must call
+    /// [`ScheduledIo::remove_waiter`] with the key when it stops waiting.
+    Keyed(&'a mut Option<usize>),
+}
+
+/// The waiters of one direction.
+#[derive(Default)]
+struct Waiters {
+    slot: Option<Waker>,
+    /// Keyed entries: `Some(None)` is allocated with no waker (taken by a wake, or not
+    /// registered yet); `None` is free, with its index in `free`.
+    keyed: Vec<Option<Option<Waker>>>,
+    free: Vec<usize>,
+}
+
+impl Waiters {
+    fn register(&mut self, waiter: Waiter<'_>, waker: &Waker) {
+        let entry = match waiter {
+            Waiter::Slot => &mut self.slot,
+            Waiter::Keyed(key) => {
+                let index = match *key {
+                    Some(index) => index,
+                    None => {
+                        let index = match self.free.pop() {
+                            Some(index) => index,
+                            None => {
+                                self.keyed.push(None);
+                                self.keyed.len() - 1
+                            }
+                        };
+                        self.keyed[index] = Some(None);
+                        *key = Some(index);
+                        index
+                    }
+                };
+                self.keyed[index].get_or_insert(None)
+            }
+        };
+        match entry {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *entry = Some(waker.clone()),
+        }
+    }
+
+    fn remove(&mut self, key: usize) -> Option<Waker> {
+        let waker = self.keyed.get_mut(key)?.take()?;
+        self.free.push(key);
+        waker
+    }
+
+    /// Takes every waker; keyed entries stay allocated to their owners.
+    fn take_all(&mut self, wake: &mut Vec<Waker>) {
+        wake.extend(self.slot.take());
+        wake.extend(self.keyed.iter_mut().filter_map(|e| e.as_mut()?.take()));
+    }
 }
 
 /// The readiness word as an I/O attempt saw it before its syscall.
@@ -95,7 +166,7 @@ const BITS: usize = 0xff;
 const TICK: usize = 1 << 8;
 
 impl ScheduledIo {
-    fn waiters(&self, direction: Direction) -> &Mutex<Vec<Waker>> {
+    fn waiters(&self, direction: Direction) -> &Mutex<Waiters> {
         match direction {
             Direction::Read => &self.readers,
             Direction::Write => &self.writers,
@@ -136,23 +207,31 @@ impl ScheduledIo {
             .is_ok()
     }
 
-    /// Ready when `direction` has readiness; else registers the waker. Does not clear.
-    pub(crate) fn poll_ready(&self, direction: Direction, cx: &mut Context<'_>) -> TaskPoll<()> {
+    /// Ready when `direction` has readiness; else registers the waker as `waiter`.
+    /// Does not clear.
+    pub(crate) fn poll_ready(
+        &self,
+        direction: Direction,
+        waiter: Waiter<'_>,
+        cx: &mut Context<'_>,
+    ) -> TaskPoll<()> {
         if self.snapshot().is_ready(direction) {
             return TaskPoll::Ready(());
         }
-        {
-            let mut waiters = lock(self.waiters(direction));
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-        }
+        lock(self.waiters(direction)).register(waiter, cx.waker());
         // Dispatch sets the bits before it takes the waiters: either it saw our waker
         // (it locked after us) or we see its bits here.
         if self.snapshot().is_ready(direction) {
             return TaskPoll::Ready(());
         }
         TaskPoll::Pending
+    }
+
+    /// Frees a keyed waiter's entry; its waker is dropped outside the lock (dropping a
+    /// waker may run user code).
+    pub(crate) fn remove_waiter(&self, direction: Direction, key: usize) {
+        let waker = lock(self.waiters(direction)).remove(key);
+        drop(waker);
     }
 
     fn set(&self, bits: u8, wake: &mut Vec<Waker>) {
@@ -164,10 +243,10 @@ impl ScheduledIo {
                 Some((word & !BITS).wrapping_add(TICK) | (word & BITS) | bits as usize)
             });
         if bits & Direction::Read.mask() != 0 {
-            wake.append(&mut lock(&self.readers));
+            lock(&self.readers).take_all(wake);
         }
         if bits & Direction::Write.mask() != 0 {
-            wake.append(&mut lock(&self.writers));
+            lock(&self.writers).take_all(wake);
         }
     }
 }
@@ -369,16 +448,18 @@ impl Drop for Registration {
     }
 }
 
-/// Wakes `wakers` (outside every lock of this module).
+/// Wakes `wakers` (outside every lock of this module). A panic from one waker is
+/// contained: it neither unwinds into the worker loop nor stops the rest being woken.
 pub(crate) fn wake_all(wakers: Vec<Waker>) {
-    for waker in wakers {
-        waker.wake();
-    }
+    crate::wake::wake_all_catching_panics(wakers);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicBool;
+    use std::task::Wake;
 
     #[test]
     fn a_clear_never_erases_an_event_the_attempt_did_not_see() {
@@ -409,5 +490,96 @@ mod tests {
         assert_eq!(now.0 & BITS, (READ_CLOSED | WRITABLE) as usize);
         io.clear_drained(now, Direction::Write);
         assert!(!io.snapshot().is_ready(Direction::Write));
+    }
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn would_block<T>(result: io::Result<T>) -> bool {
+        result.err().map(|e| e.kind()) == Some(io::ErrorKind::WouldBlock)
+    }
+
+    /// The reviewer's replay of two green threads X and Y in `Source::do_io` accepting
+    /// on one listener, with one edge for two connections: Y's clear must not erase the
+    /// event X's failed attempt did not see, so X retries and gets the second
+    /// connection instead of waiting with it in the backlog (no new edge would come).
+    #[test]
+    fn one_waiters_clear_does_not_swallow_anothers_readiness() {
+        let reactor = Arc::new(Reactor::new().unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let registration = reactor.register(listener.as_raw_fd()).unwrap();
+        wake_all(reactor.poll_now());
+        let io = &registration.io;
+        let seen_x = io.snapshot();
+        assert!(would_block(listener.accept())); // X's attempt
+        let seen_y = io.snapshot();
+        assert!(would_block(listener.accept())); // Y's attempt
+        let _c1 = std::net::TcpStream::connect(addr).unwrap();
+        let _c2 = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        wake_all(reactor.poll_now()); // one edge for both connections
+        assert!(!io.clear_would_block(seen_y, Direction::Read)); // Y: retry
+        assert!(listener.accept().is_ok()); // Y gets conn 1
+        let must_wait = io.clear_would_block(seen_x, Direction::Read);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut key = None;
+        let pending = must_wait
+            && io
+                .poll_ready(
+                    Direction::Read,
+                    Waiter::Keyed(&mut key),
+                    &mut Context::from_waker(&waker),
+                )
+                .is_pending();
+        assert!(
+            !pending,
+            "X waits with a connection pending in the backlog and no edge to come"
+        );
+        assert!(listener.accept().is_ok()); // X retries and gets conn 2
+    }
+
+    /// A keyed waiter that stops waiting frees its entry and drops its waker at once;
+    /// the slot keeps only the latest waker; an event takes both kinds.
+    #[test]
+    fn removed_and_replaced_waiters_release_their_wakers() {
+        let io = ScheduledIo::default();
+        let flags: Vec<_> = (0..4)
+            .map(|_| Arc::new(Flag(AtomicBool::new(false))))
+            .collect();
+        let wakers: Vec<_> = flags.iter().map(|f| Waker::from(f.clone())).collect();
+        let poll = |waiter, waker| {
+            io.poll_ready(Direction::Read, waiter, &mut Context::from_waker(waker))
+                .is_pending()
+        };
+        let (mut gone, mut stays) = (None, None);
+        assert!(poll(Waiter::Keyed(&mut gone), &wakers[0]));
+        assert!(poll(Waiter::Keyed(&mut stays), &wakers[3]));
+        assert!(poll(Waiter::Slot, &wakers[1]));
+        assert!(poll(Waiter::Slot, &wakers[2]));
+        assert_eq!(
+            Arc::strong_count(&flags[1]),
+            2,
+            "a replaced slot waker is dropped"
+        );
+        assert_eq!(Arc::strong_count(&flags[0]), 3);
+        io.remove_waiter(Direction::Read, gone.unwrap());
+        assert_eq!(
+            Arc::strong_count(&flags[0]),
+            2,
+            "a removed keyed waker is dropped"
+        );
+        let mut wake = Vec::new();
+        io.set(READABLE, &mut wake);
+        assert_eq!(wake.len(), 2);
+        wake_all(wake);
+        assert!(flags[2].0.load(Ordering::SeqCst) && flags[3].0.load(Ordering::SeqCst));
+        io.remove_waiter(Direction::Read, stays.unwrap());
     }
 }

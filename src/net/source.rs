@@ -2,7 +2,7 @@
 //! `WouldBlock` into the right kind of waiting for the caller.
 
 use crate::bridge::{self, Caller};
-use crate::reactor::{Direction, Registration, Snapshot};
+use crate::reactor::{Direction, Registration, Snapshot, Waiter};
 use crate::runtime::context;
 use crate::time::Sleep;
 use std::future::Future;
@@ -142,6 +142,7 @@ impl<S: AsRawFd> Source<S> {
                 WaitReady {
                     registration,
                     direction,
+                    key: None,
                     sleep: deadline.map(crate::time::sleep_until),
                 },
                 what,
@@ -152,17 +153,8 @@ impl<S: AsRawFd> Source<S> {
         }
     }
 
-    /// The async form of [`Source::do_io`].
-    pub(crate) fn poll_io<R>(
-        &self,
-        direction: Direction,
-        cx: &mut Context<'_>,
-        f: impl FnMut(&S) -> io::Result<R>,
-    ) -> Poll<io::Result<R>> {
-        self.poll_io_with(direction, cx, f, |_| false)
-    }
-
-    /// The async form of [`Source::do_transfer`].
+    /// The async form of [`Source::do_transfer`] (`AsyncRead`/`AsyncWrite`). One-shot
+    /// async operations use [`Source::io_async`].
     pub(crate) fn poll_transfer(
         &self,
         direction: Direction,
@@ -202,9 +194,32 @@ impl<S: AsRawFd> Source<S> {
             if !may_wait(registration, seen, direction) {
                 continue;
             }
-            if registration.io.poll_ready(direction, cx).is_pending() {
+            // The AsyncRead/AsyncWrite slot: an abandoned poll leaves only this one
+            // waker, replaced by the next poll.
+            if registration
+                .io
+                .poll_ready(direction, Waiter::Slot, cx)
+                .is_pending()
+            {
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// A future that runs `f` until it does not return `WouldBlock` (`accept_async` and
+    /// the like). It waits as a keyed waiter, removed when the future is dropped, so
+    /// several such futures can wait on one socket and an abandoned one leaves nothing
+    /// behind.
+    pub(crate) fn io_async<R, F: FnMut(&S) -> io::Result<R>>(
+        &self,
+        direction: Direction,
+        f: F,
+    ) -> IoAsync<'_, S, F> {
+        IoAsync {
+            source: self,
+            direction,
+            f,
+            key: None,
         }
     }
 
@@ -228,20 +243,90 @@ fn may_wait(registration: &Registration, seen: Option<Snapshot>, direction: Dire
     }
 }
 
+/// See [`Source::io_async`].
+pub(crate) struct IoAsync<'a, S: AsRawFd, F> {
+    source: &'a Source<S>,
+    direction: Direction,
+    f: F,
+    /// Our keyed waiter entry in the registration, once we waited.
+    key: Option<usize>,
+}
+
+impl<S: AsRawFd, F> Drop for IoAsync<'_, S, F> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            // A key implies the registration it was taken from.
+            self.source
+                .registered()
+                .io
+                .remove_waiter(self.direction, key);
+        }
+    }
+}
+
+// Nothing is structurally pinned: `f` and the key are only used through `&mut`.
+impl<S: AsRawFd, F> Unpin for IoAsync<'_, S, F> {}
+
+impl<S: AsRawFd, R, F: FnMut(&S) -> io::Result<R>> Future for IoAsync<'_, S, F> {
+    type Output = io::Result<R>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        let this = &mut *self;
+        let source = this.source;
+        loop {
+            // As in `Source::poll_io_with`.
+            let seen = source.registration.get().map(|r| r.io.snapshot());
+            if seen.is_none_or(|seen| seen.is_ready(this.direction)) {
+                match (this.f)(&source.io) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    result => return Poll::Ready(result),
+                }
+            }
+            let registration = match source.registration() {
+                Ok(registration) => registration,
+                Err(error) => return Poll::Ready(Err(error)),
+            };
+            if !may_wait(registration, seen, this.direction) {
+                continue;
+            }
+            let waiter = Waiter::Keyed(&mut this.key);
+            if registration
+                .io
+                .poll_ready(this.direction, waiter, cx)
+                .is_pending()
+            {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
 /// Readiness of one direction, or a deadline (output: false when the deadline won).
+/// A keyed waiter: dropping it (the wait ended, timed out, or its green thread was
+/// cancelled and unwound) frees its entry and waker.
 struct WaitReady<'a> {
     registration: &'a Registration,
     direction: Direction,
+    key: Option<usize>,
     sleep: Option<Sleep>,
+}
+
+impl Drop for WaitReady<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.registration.io.remove_waiter(self.direction, key);
+        }
+    }
 }
 
 impl Future for WaitReady<'_> {
     type Output = bool;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        if self
+        let this = &mut *self;
+        let waiter = Waiter::Keyed(&mut this.key);
+        if this
             .registration
             .io
-            .poll_ready(self.direction, cx)
+            .poll_ready(this.direction, waiter, cx)
             .is_ready()
         {
             return Poll::Ready(true);

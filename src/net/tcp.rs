@@ -68,7 +68,8 @@ impl TcpListener {
 
     /// Accepts a connection, for async code.
     pub async fn accept_async(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        std::future::poll_fn(|cx| self.inner.poll_io(Direction::Read, cx, |l| l.accept()))
+        self.inner
+            .io_async(Direction::Read, |l| l.accept())
             .await
             .map(|(io, addr)| (TcpStream::from_mio(io), addr))
     }
@@ -172,7 +173,7 @@ impl TcpStream {
 
     async fn connect_one_async(addr: SocketAddr) -> io::Result<TcpStream> {
         let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?);
-        std::future::poll_fn(|cx| stream.inner.poll_io(Direction::Write, cx, connected)).await?;
+        stream.inner.io_async(Direction::Write, connected).await?;
         Ok(stream)
     }
 

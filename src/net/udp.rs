@@ -93,20 +93,16 @@ impl UdpSocket {
     /// [`send_to`](UdpSocket::send_to) for async code.
     pub async fn send_to_async<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
         let target = first(resolve_async(&addr).await?)?;
-        std::future::poll_fn(|cx| {
-            self.inner
-                .poll_io(Direction::Write, cx, |s| s.send_to(buf, target))
-        })
-        .await
+        self.inner
+            .io_async(Direction::Write, |s| s.send_to(buf, target))
+            .await
     }
 
     /// [`recv_from`](UdpSocket::recv_from) for async code.
     pub async fn recv_from_async(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        std::future::poll_fn(|cx| {
-            self.inner
-                .poll_io(Direction::Read, cx, |s| s.recv_from(&mut *buf))
-        })
-        .await
+        self.inner
+            .io_async(Direction::Read, |s| s.recv_from(&mut *buf))
+            .await
     }
 
     /// The local address.

@@ -61,7 +61,8 @@ impl UnixListener {
 
     /// Accepts a connection, for async code.
     pub async fn accept_async(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        std::future::poll_fn(|cx| self.inner.poll_io(Direction::Read, cx, |l| l.accept()))
+        self.inner
+            .io_async(Direction::Read, |l| l.accept())
             .await
             .map(|(io, addr)| (UnixStream::from_mio(io), addr))
     }

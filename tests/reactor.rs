@@ -1,0 +1,122 @@
+//! The I/O reactor: readiness with several waiters, waiters that give up, wakers that
+//! panic, and who drives `epoll_wait`.
+
+mod common;
+
+use common::{runtime, with_watchdog};
+use futures::io::AsyncRead;
+use greenrt::net::{TcpListener, TcpStream};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+use std::time::Duration;
+
+/// A waker that counts its drops in the given counter.
+struct Counted(&'static AtomicUsize);
+impl Wake for Counted {
+    fn wake(self: Arc<Self>) {}
+}
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A read that gave up (timeout, select, dropped future, cancelled task) must not leave
+/// its waker in the registration until the next readiness event, which on an idle
+/// connection may never come.
+#[test]
+fn abandoned_io_waits_release_their_wakers() {
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    with_watchdog("abandoned waits", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _client = TcpStream::connect_async(addr).await.unwrap();
+            let (server, _) = listener.accept_async().await.unwrap();
+            let mut buf = [0u8; 16];
+            for _ in 0..1000 {
+                let waker = Waker::from(Arc::new(Counted(&DROPPED)));
+                let mut cx = Context::from_waker(&waker);
+                let mut reader = &server;
+                assert!(Pin::new(&mut reader)
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending());
+                // The caller gives up on this read (e.g. its timeout fired).
+            }
+            let released = DROPPED.load(Ordering::SeqCst);
+            assert!(
+                released >= 999,
+                "only {released} of 1000 abandoned wakers were released: the reactor still \
+                 holds the rest (and the tasks/green threads they keep alive)"
+            );
+        });
+    });
+}
+
+/// Dropping a pending `accept_async` future frees its waiter entry at once, while
+/// other accept futures on the same listener keep theirs.
+#[test]
+fn dropped_accept_futures_release_their_wakers() {
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    with_watchdog("dropped accepts", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            for _ in 0..1000 {
+                let waker = Waker::from(Arc::new(Counted(&DROPPED)));
+                let mut accept = Box::pin(listener.accept_async());
+                let poll = accept.as_mut().poll(&mut Context::from_waker(&waker));
+                assert!(poll.is_pending());
+            }
+            let released = DROPPED.load(Ordering::SeqCst);
+            assert_eq!(released, 1000, "dropped accept futures kept their wakers");
+        });
+    });
+}
+
+struct Panicky;
+impl Wake for Panicky {
+    fn wake(self: Arc<Self>) {
+        panic!("a user waker panicked (expected by this test)");
+    }
+}
+
+/// A readiness waker that panics when the driver dispatches an event must neither kill
+/// the worker nor keep the other waiters of that event asleep.
+#[test]
+fn a_panicking_readiness_waker_spares_the_worker_and_the_other_waiters() {
+    with_watchdog("panicking readiness waker", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        rt.run(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            let server = Arc::new(server);
+            let reader = {
+                let server = server.clone();
+                greenrt::spawn(move || {
+                    let mut buf = [0u8; 1];
+                    (&*server).read_exact(&mut buf).map(|()| buf[0])
+                })
+            };
+            // Let the green reader wait (on the only worker) before the panicky poll.
+            greenrt::sleep(Duration::from_millis(50));
+            let waker = Waker::from(Arc::new(Panicky));
+            let mut buf = [0u8; 1];
+            let mut async_reader = &*server;
+            let poll =
+                Pin::new(&mut async_reader).poll_read(&mut Context::from_waker(&waker), &mut buf);
+            assert!(poll.is_pending());
+            client.write_all(b"x").unwrap();
+            assert_eq!(reader.join().unwrap().unwrap(), b'x');
+            // The worker is alive and runs new work.
+            assert_eq!(greenrt::spawn(|| 5).join().unwrap(), 5);
+        });
+    });
+}
