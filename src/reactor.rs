@@ -9,6 +9,18 @@
 //!   workers park as before.
 //! - A busy worker polls without blocking every `GLOBAL_INTERVAL` ticks (when nobody is
 //!   driving), so readiness is seen while every worker is busy.
+//! - Hand-off: a worker that found the poll lock taken parks in `thread::park`, and
+//!   nothing but work for it would wake it to try again. So whoever releases the lock
+//!   to go back to running work (the driver leaving `epoll_wait` with work to run, or a
+//!   busy worker after its non-blocking poll) unparks one sleeping worker
+//!   (`Shared::hand_off_reactor`; not counted as searching: it is not woken for queued
+//!   work), which loops, finds no work, parks and takes the free lock. Without this, a
+//!   long-running green thread on the former driver stalled every socket of the runtime
+//!   although another worker was idle, and deadlocked it if that green thread blocked
+//!   its OS thread waiting for I/O. No missed hand-off: a parker registers as a sleeper
+//!   (then a SeqCst fence) before its `try_lock`; the releaser unlocks, fences, then
+//!   reads the sleepers. A `try_lock` that failed read the lock before the release, so
+//!   the releaser's read comes after that registration and sees it.
 //! - Waking the driver: [`Reactor::unpark`] is called for every worker unpark; when that
 //!   worker is the driver, it writes the `mio::Waker` (an eventfd). The eventfd stays
 //!   readable until the next poll consumes it, so a wake that lands before the driver
@@ -372,12 +384,11 @@ impl Reactor {
         Some(wakers)
     }
 
-    /// Polls without blocking if nobody else is driving; returns the ready wakers.
-    pub(crate) fn poll_now(&self) -> Vec<Waker> {
-        match self.driver.try_lock() {
-            Ok(mut driver) => self.poll_locked(&mut driver, Some(Duration::ZERO)),
-            Err(_) => Vec::new(),
-        }
+    /// Polls without blocking if nobody else holds the poll; returns the ready wakers,
+    /// or `None` when somebody else had it (then there is a driver, or one is coming).
+    pub(crate) fn poll_now(&self) -> Option<Vec<Waker>> {
+        let mut driver = self.driver.try_lock().ok()?;
+        Some(self.poll_locked(&mut driver, Some(Duration::ZERO)))
     }
 
     fn poll_locked(&self, driver: &mut Driver, timeout: Option<Duration>) -> Vec<Waker> {
@@ -514,7 +525,7 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let registration = reactor.register(listener.as_raw_fd()).unwrap();
-        wake_all(reactor.poll_now());
+        wake_all(reactor.poll_now().unwrap());
         let io = &registration.io;
         let seen_x = io.snapshot();
         assert!(would_block(listener.accept())); // X's attempt
@@ -523,7 +534,7 @@ mod tests {
         let _c1 = std::net::TcpStream::connect(addr).unwrap();
         let _c2 = std::net::TcpStream::connect(addr).unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        wake_all(reactor.poll_now()); // one edge for both connections
+        wake_all(reactor.poll_now().unwrap()); // one edge for both connections
         assert!(!io.clear_would_block(seen_y, Direction::Read)); // Y: retry
         assert!(listener.accept().is_ok()); // Y gets conn 1
         let must_wait = io.clear_would_block(seen_x, Direction::Read);

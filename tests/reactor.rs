@@ -9,10 +9,10 @@ use greenrt::net::{TcpListener, TcpStream};
 use std::future::Future;
 use std::io::{Read, Write};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A waker that counts its drops in the given counter.
 struct Counted(&'static AtomicUsize);
@@ -118,5 +118,63 @@ fn a_panicking_readiness_waker_spares_the_worker_and_the_other_waiters() {
             // The worker is alive and runs new work.
             assert_eq!(greenrt::spawn(|| 5).join().unwrap(), 5);
         });
+    });
+}
+
+/// When the worker that drove epoll is woken for its own I/O and then computes, an idle
+/// worker must take over the reactor: I/O for others must not wait until the computing
+/// worker parks or ticks again. The busy green thread computes *until* the host's read
+/// completes (bounded by a long limit, far beyond any scheduling noise): without a
+/// hand-off the read can only complete after the computation gave up. Six rounds,
+/// because the stall needs the busy green thread to be at home on the driver (about
+/// every other round).
+#[test]
+fn io_is_not_stalled_by_a_computing_former_driver() {
+    const GIVE_UP: Duration = Duration::from_secs(10);
+    with_watchdog("io hand-off", Duration::from_secs(120), || {
+        let rt = runtime(2);
+        for round in 0..6 {
+            rt.run(|| {
+                let la = TcpListener::bind("127.0.0.1:0").unwrap();
+                let lb = TcpListener::bind("127.0.0.1:0").unwrap();
+                let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+                let client = std::thread::spawn(move || {
+                    let mut a = std::net::TcpStream::connect(aa).unwrap();
+                    let mut b = std::net::TcpStream::connect(ab).unwrap();
+                    std::thread::sleep(Duration::from_millis(100)); // everyone parks
+                    b.write_all(b"x").unwrap(); // wakes the computing green thread
+                    std::thread::sleep(Duration::from_millis(50));
+                    a.write_all(b"y").unwrap(); // the host green thread waits for this
+                    (a, b)
+                });
+                let (sa, _) = la.accept().unwrap();
+                let (sb, _) = lb.accept().unwrap();
+                let got_io = Arc::new(AtomicBool::new(false));
+                let busy = {
+                    let got_io = got_io.clone();
+                    greenrt::spawn(move || {
+                        let mut buf = [0u8; 1];
+                        (&sb).read_exact(&mut buf).unwrap();
+                        let start = Instant::now();
+                        while !got_io.load(Ordering::SeqCst) {
+                            if start.elapsed() > GIVE_UP {
+                                return false;
+                            }
+                            std::hint::spin_loop();
+                        }
+                        true
+                    })
+                };
+                let mut buf = [0u8; 1];
+                (&sa).read_exact(&mut buf).unwrap();
+                got_io.store(true, Ordering::SeqCst);
+                let _sockets = client.join().unwrap();
+                assert!(
+                    busy.join().unwrap(),
+                    "round {round}: a readable socket waited for the computing former \
+                     driver although another worker was idle"
+                );
+            });
+        }
     });
 }

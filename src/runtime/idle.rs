@@ -22,6 +22,9 @@
 //!   not lost either (like `thread::unpark`'s token). Readiness itself is not work in
 //!   these queues: the driver dispatches it to wakers, which push onto queues and
 //!   notify through this module like any other wake.
+//! - Reactor hand-off: a worker that stops holding the poll lock and goes back to work
+//!   unparks one sleeper ([`Idle::sleeper_to_drive`]) so it takes over `epoll_wait`;
+//!   that one is not popped or counted as searching (see `crate::reactor`).
 //!
 //! It never touches queues itself.
 
@@ -63,6 +66,16 @@ impl Idle {
         // The woken worker starts out searching; it stops like any other searcher.
         self.searching.fetch_add(1, Ordering::SeqCst);
         Some(index)
+    }
+
+    /// A parked worker to hand the reactor to (see `crate::reactor`), left registered
+    /// and not counted as searching: it wakes, finds no work and parks again, taking
+    /// the free poll lock. The caller fenced after releasing the poll lock.
+    pub(crate) fn sleeper_to_drive(&self) -> Option<usize> {
+        if self.sleeping.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        self.sleepers().last().copied()
     }
 
     pub(crate) fn start_searching(&self) {

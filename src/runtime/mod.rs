@@ -124,6 +124,18 @@ impl Shared {
         self.reactor.unpark(index);
     }
 
+    /// Called after this thread released the reactor's poll lock to go back to work:
+    /// unparks a sleeping worker, which takes the lock when it parks again (the reactor
+    /// hand-off, see `crate::reactor`).
+    pub(crate) fn hand_off_reactor(&self) {
+        // Pairs with the fence in `Idle::register_sleeper`: a worker whose `try_lock`
+        // failed registered before it, so it is seen here.
+        fence(Ordering::SeqCst);
+        if let Some(index) = self.idle.sleeper_to_drive() {
+            self.workers[index].unpark();
+        }
+    }
+
     fn begin_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);

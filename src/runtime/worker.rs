@@ -195,7 +195,11 @@ impl Core {
             crate::time::fire_due(&local.timers);
             // I/O readiness, so it is not starved while every worker is busy.
             if self.shared.reactor.has_registrations() {
-                crate::reactor::wake_all(self.shared.reactor.poll_now());
+                if let Some(ready) = self.shared.reactor.poll_now() {
+                    crate::reactor::wake_all(ready);
+                    // Nobody was driving: hand the reactor to a sleeper, if any.
+                    self.shared.hand_off_reactor();
+                }
             }
             self.drain_inbox();
             if let Some(task) = steal_one(|| self.shared.injector.steal()) {
@@ -354,6 +358,7 @@ impl Core {
             }
             has_work
         });
+        let drove = ready.is_some();
         let ready = match ready {
             Some(ready) => ready,
             None => {
@@ -376,6 +381,10 @@ impl Core {
         // Readiness wakes go through the waiters' own wakers: a started green thread
         // lands on its owner worker (our LIFO slot when that is us).
         crate::reactor::wake_all(ready);
+        if drove && self.has_work(local) {
+            // We leave the poll to run work: another worker must drive it meanwhile.
+            self.shared.hand_off_reactor();
+        }
     }
 
     fn run_task(&self, next: Next) {
