@@ -34,6 +34,9 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 struct State {
     queue: VecDeque<Job>,
     threads: usize,
+    /// Threads waiting on the condvar. Only a thread itself changes its count (up
+    /// before it waits, down when it wakes for whatever reason), so a thread that
+    /// exits is never left counted.
     idle: usize,
     shutdown: bool,
 }
@@ -73,12 +76,15 @@ impl Pool {
         }
     }
 
-    /// Queues `job`, starting a thread for it when none is idle and the bound allows.
+    /// Queues `job`, starting a thread for it when there are more queued jobs than
+    /// idle threads to take them and the bound allows.
     pub(crate) fn execute(&self, job: Job) {
         let mut state = self.inner.lock();
         state.queue.push_back(job);
-        if state.idle > 0 {
-            state.idle -= 1;
+        // Every idle thread is blocked in the condvar (it counted itself under this
+        // lock, which `wait` releases atomically), so each notify wakes a distinct one,
+        // and each woken one takes a job: jobs up to `idle` need no new thread.
+        if state.queue.len() <= state.idle {
             drop(state);
             self.inner.condvar.notify_one();
             return;
@@ -136,15 +142,12 @@ fn run(inner: Arc<Inner>) {
             .wait_timeout(state, KEEP_ALIVE)
             .unwrap_or_else(|e| e.into_inner());
         state = next;
+        // Whatever woke us (a job, shutdown, the keep-alive, nothing), we are no longer
+        // waiting. (A thread that exited on shutdown while still counted made a later
+        // `execute` notify nobody: its job never ran.)
+        state.idle -= 1;
         if timeout.timed_out() && state.queue.is_empty() {
-            // Still counted idle unless a producer claimed us just now.
-            state.idle = state.idle.saturating_sub(1);
             break;
-        }
-        // Woken by `execute` (which took us off `idle`) or by shutdown/spuriously.
-        if state.queue.is_empty() && !state.shutdown {
-            // Spurious: we are still counted idle; take ourselves off before looping.
-            state.idle = state.idle.saturating_sub(1);
         }
     }
     state.threads -= 1;
@@ -229,4 +232,39 @@ where
             Err(_) => panic!("greenrt::spawn_blocking: the blocking pool dropped the job"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn wait_until(pool: &Pool, what: &str, done: impl Fn(&State) -> bool) {
+        for _ in 0..1000 {
+            if done(&pool.inner.lock()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the pool never reached: {what}");
+    }
+
+    /// A thread that shutdown woke while idle exits; a job queued later must still run
+    /// (on a new thread), not wait for a notify to the exited one.
+    #[test]
+    fn a_job_after_idle_threads_left_on_shutdown_still_runs() {
+        let pool = Pool::new(4, "test".into());
+        pool.execute(Box::new(|| {}));
+        wait_until(&pool, "one idle thread", |s| {
+            s.idle == 1 && s.queue.is_empty()
+        });
+        pool.shutdown();
+        wait_until(&pool, "no thread", |s| s.threads == 0);
+        let (tx, rx) = mpsc::channel();
+        pool.execute(Box::new(move || tx.send(()).unwrap()));
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the job never ran: the pool counted an exited thread as idle"
+        );
+    }
 }
