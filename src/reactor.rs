@@ -55,7 +55,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll as TaskPoll, Waker};
 use std::time::Duration;
@@ -284,6 +284,8 @@ pub(crate) struct Reactor {
     slab: Mutex<Slab>,
     /// Live registrations: busy workers skip the periodic poll while there are none.
     registered: AtomicUsize,
+    /// Set when the runtime shuts down: nobody will drive this reactor again.
+    closed: AtomicBool,
 }
 
 impl Reactor {
@@ -301,7 +303,19 @@ impl Reactor {
             driving: AtomicUsize::new(NO_DRIVER),
             slab: Mutex::default(),
             registered: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the reactor dead: its runtime is shutting down and no worker will poll it
+    /// again. Sockets registered here then refuse to wait instead of hanging.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`close`](Reactor::close) was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Registers `fd` for read and write readiness (edge-triggered).
@@ -448,6 +462,13 @@ pub(crate) struct Registration {
     token: usize,
     fd: RawFd,
     pub(crate) io: Arc<ScheduledIo>,
+}
+
+impl Registration {
+    /// Whether the runtime this registration belongs to has shut down.
+    pub(crate) fn reactor_closed(&self) -> bool {
+        self.reactor.is_closed()
+    }
 }
 
 impl Drop for Registration {

@@ -178,3 +178,44 @@ fn io_is_not_stalled_by_a_computing_former_driver() {
         }
     });
 }
+
+/// A socket stays registered with the runtime it was first waited on in. Once that
+/// runtime is gone nothing polls its reactor: waiting on the socket in another runtime
+/// is an error that says why, not a hang; a plain thread can still use it.
+#[test]
+fn waiting_on_a_socket_of_a_shut_down_runtime_is_an_error_not_a_hang() {
+    with_watchdog(
+        "socket of a dropped runtime",
+        Duration::from_secs(30),
+        || {
+            let first = runtime(1);
+            let socket = first.run(|| {
+                let socket = greenrt::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(5)))
+                    .unwrap();
+                let mut buf = [0u8; 8];
+                // Waits (so registers) with the first runtime's reactor, then times out.
+                let err = socket.recv_from(&mut buf).unwrap_err();
+                assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+                socket.set_read_timeout(None).unwrap();
+                socket
+            });
+            drop(first);
+
+            let second = runtime(1);
+            let err = second.run(|| {
+                let mut buf = [0u8; 8];
+                socket.recv_from(&mut buf).unwrap_err()
+            });
+            assert!(err.to_string().contains("shut down"), "{err}");
+
+            // On a plain thread it is an ordinary blocking socket again.
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.send_to(b"hi", socket.local_addr().unwrap()).unwrap();
+            let mut buf = [0u8; 8];
+            let (n, _) = socket.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"hi");
+        },
+    );
+}

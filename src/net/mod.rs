@@ -19,7 +19,9 @@
 //! `getaddrinfo` on a worker; numeric addresses are parsed in place.
 //!
 //! A socket registers with the reactor of the runtime it is first waited on in, and
-//! stays with it: waiting on it after that runtime shut down never completes.
+//! stays with it. Once that runtime has shut down, waiting on the socket in a green
+//! thread or async code returns an error that says so (move it with `into_std` /
+//! `from_std` instead); plain threads can still use it.
 //!
 //! ```
 //! use std::io::{Read, Write};

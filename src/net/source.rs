@@ -53,8 +53,18 @@ impl<S: AsRawFd> Source<S> {
     }
 
     /// The registration, made with the current runtime's reactor if there is none yet.
+    /// A socket stays with the reactor it first registered with; once that runtime has
+    /// shut down, nothing would ever report its readiness, so waiting is an error.
     fn registration(&self) -> io::Result<&Registration> {
         if let Some(registration) = self.registration.get() {
+            if registration.reactor_closed() {
+                return Err(io::Error::other(
+                    "this greenrt socket was first used in a runtime that has since shut \
+                     down, and nothing polls that runtime's reactor any more: create the \
+                     socket in the runtime that uses it, or move it with into_std() and \
+                     from_std() (or From) before using it in another runtime",
+                ));
+            }
             return Ok(registration);
         }
         let handle = context::current_handle().ok_or_else(no_runtime)?;

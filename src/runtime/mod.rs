@@ -138,6 +138,7 @@ impl Shared {
 
     fn begin_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
+        self.reactor.close();
         fence(Ordering::SeqCst);
         for index in 0..self.workers.len() {
             self.unpark_worker(index);
