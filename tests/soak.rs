@@ -43,6 +43,21 @@ const TIMEOUTS: u64 = 300;
 const TIMEOUT_SLEEP: Duration = Duration::from_secs(24 * 3600);
 const PANIC_MESSAGE: &str = "soak: planned panic";
 
+/// Which join the round is waiting in (phase, index), for the watchdog's hang report.
+static WAITING_IN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+const PHASES: [&str; 5] = [
+    "nothing (between joins)",
+    "churn green thread",
+    "churn future task",
+    "timeout waiter (even: green thread, odd: future task)",
+    "ping-pong driver (16 green<->green, 8 green<->task, 1 green<->foreign)",
+];
+
+fn waiting_in(phase: u64, index: usize) {
+    WAITING_IN[0].store(phase, Ordering::Relaxed);
+    WAITING_IN[1].store(index as u64, Ordering::Relaxed);
+}
+
 fn env_secs(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -109,7 +124,13 @@ fn soak_ten_minutes() {
                 if now != seen.0 {
                     seen = (now, Instant::now());
                 } else if seen.1.elapsed() > Duration::from_secs(60) {
-                    panic!("soak: no round finished for 60 s after {now} rounds: a hang");
+                    let phase = WAITING_IN[0].load(Ordering::Relaxed) as usize;
+                    let index = WAITING_IN[1].load(Ordering::Relaxed);
+                    panic!(
+                        "soak: no round finished for 60 s after {now} rounds: a hang; the \
+                         round is joining {} number {index}",
+                        PHASES.get(phase).unwrap_or(&"?")
+                    );
                 }
             }
         }
@@ -341,6 +362,7 @@ fn round(to_foreign: &std::sync::mpsc::Sender<(u64, oneshot::Sender<u64>)>, time
     }
 
     for (i, handle) in churn_greens.into_iter().enumerate() {
+        waiting_in(1, i);
         let i = i as u64;
         match handle.join() {
             Ok(v) => assert_eq!(v, i * 2 + [0, i][(5..=12).contains(&(i % 50)) as usize]),
@@ -351,6 +373,7 @@ fn round(to_foreign: &std::sync::mpsc::Sender<(u64, oneshot::Sender<u64>)>, time
         }
     }
     for (i, handle) in churn_tasks.into_iter().enumerate() {
+        waiting_in(2, i);
         let i = i as u64;
         match handle.join() {
             Ok(v) => assert_eq!(v, i * 3 + [0, i][(5..=12).contains(&(i % 50)) as usize]),
@@ -361,9 +384,12 @@ fn round(to_foreign: &std::sync::mpsc::Sender<(u64, oneshot::Sender<u64>)>, time
         }
     }
     for (i, handle) in timeout_handles.into_iter().enumerate() {
+        waiting_in(3, i);
         assert_eq!(handle.join().unwrap(), i as u64);
     }
-    for handle in handles {
+    for (i, handle) in handles.into_iter().enumerate() {
+        waiting_in(4, i);
         handle.join().unwrap();
     }
+    waiting_in(0, 0);
 }

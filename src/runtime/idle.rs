@@ -25,6 +25,18 @@
 //! - Reactor hand-off: a worker that stops holding the poll lock and goes back to work
 //!   unparks one sleeper ([`Idle::sleeper_to_drive`]) so it takes over `epoll_wait`;
 //!   that one is not popped or counted as searching (see `crate::reactor`).
+//! - A sleeper that a notifier picked never blocks ([`Idle::may_block`]), even when the
+//!   work it was picked for is gone (another worker took it). The notifier counted it
+//!   as searching, and while anyone is searching nobody else is notified: blocking
+//!   would leave a phantom searcher that silences every later notify. The pick must be
+//!   seen because the unpark can miss a worker about to drive the reactor: the
+//!   notifier reads the reactor's driver word after picking, and the worker may
+//!   publish itself as the driver just after that read (then `thread::unpark`'s token
+//!   is no use: the driver blocks in `epoll_wait`). It publishes itself before
+//!   checking for the pick, so it either sees the pick or the notifier sees it as the
+//!   driver and writes the eventfd. (The soak test hung this way before: a worker in
+//!   `epoll_wait` with no timeout, counted as searching, with thousands of units in
+//!   the injector.)
 //!
 //! It never touches queues itself.
 
@@ -97,6 +109,15 @@ impl Idle {
         fence(Ordering::SeqCst);
     }
 
+    /// After [`register_sleeper`](Idle::register_sleeper) (and, for the reactor's
+    /// driver, after publishing itself as the driver): whether worker `index` may block.
+    /// Not when a notifier picked it since it registered, and not when `has_work` sees
+    /// something to run.
+    pub(crate) fn may_block(&self, index: usize, has_work: impl FnOnce() -> bool) -> bool {
+        let picked = !self.sleepers().contains(&index);
+        !picked && !has_work()
+    }
+
     /// Removes `index` from the sleepers. Returns true when a notifier had already
     /// removed it, in which case it now counts as searching.
     pub(crate) fn unregister(&self, index: usize) -> bool {
@@ -109,5 +130,39 @@ impl Idle {
             }
             None => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The soak-test hang: worker 0 registers to park, a push picks it (counting it as
+    /// searching), another worker takes the pushed work, and worker 0, about to drive
+    /// the reactor, missed the unpark. If it blocked now, `searching` would stay 1 with
+    /// nobody searching, and no later push would wake anyone.
+    #[test]
+    fn a_picked_sleeper_never_blocks_even_when_its_work_is_gone() {
+        let idle = Idle::new(2);
+        idle.register_sleeper(0);
+        assert!(
+            idle.may_block(0, || false),
+            "nothing to do, nobody picked it"
+        );
+        assert!(!idle.may_block(0, || true), "work is visible");
+        assert_eq!(idle.worker_to_notify(), Some(0), "a push picks the sleeper");
+        assert_eq!(idle.worker_to_notify(), None, "it counts as searching");
+        // The work is gone (stolen by the other worker): it must still not block.
+        assert!(
+            !idle.may_block(0, || false),
+            "a picked worker blocked: a phantom searcher silences every later notify"
+        );
+        assert!(idle.unregister(0), "it learns it was picked");
+        assert!(
+            idle.stop_searching(),
+            "and stops searching like any searcher"
+        );
+        idle.register_sleeper(0);
+        assert_eq!(idle.worker_to_notify(), Some(0), "notifies work again");
     }
 }

@@ -351,7 +351,7 @@ impl Core {
             crate::trace::park_event(self.index);
         };
         let ready = self.shared.reactor.park(self.index, timeout, || {
-            let has_work = self.has_work(local);
+            let has_work = !idle.may_block(self.index, || self.has_work(local));
             #[cfg(feature = "tracing")]
             if !has_work {
                 trace_park();
@@ -362,7 +362,7 @@ impl Core {
         let ready = match ready {
             Some(ready) => ready,
             None => {
-                if !self.has_work(local) {
+                if idle.may_block(self.index, || self.has_work(local)) {
                     #[cfg(feature = "tracing")]
                     trace_park();
                     match timeout {
