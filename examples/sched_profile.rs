@@ -14,6 +14,7 @@
 
 use futures::channel::oneshot;
 use greenrt::runtime::Builder;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -26,6 +27,37 @@ fn main() {
         .worker_threads(workers)
         .build()
         .expect("runtime");
+    // Tracing variants of `yield`: "yield-after-scoped" (a scoped subscriber was set and
+    // dropped before: nobody listens, but tracing's has_been_set() stays true),
+    // "yield-fmt-info" (a scoped fmt subscriber at INFO: greenrt's spans filtered out),
+    // "yield-registry" (a scoped bare registry: every span recorded).
+    let mode = match mode.as_str() {
+        "yield-after-scoped" => {
+            drop(tracing_subscriber::fmt().finish().set_default());
+            "yield".to_string()
+        }
+        "yield-fmt-info" | "yield-registry" => {
+            let guard = if mode == "yield-fmt-info" {
+                tracing_subscriber::fmt()
+                    .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+                    .with_writer(std::io::sink)
+                    .finish()
+                    .set_default()
+            } else {
+                tracing_subscriber::registry().set_default()
+            };
+            rt.spawn(move || {
+                for _ in 0..n {
+                    greenrt::yield_now();
+                }
+            })
+            .join()
+            .unwrap();
+            drop(guard);
+            return;
+        }
+        _ => mode,
+    };
     match mode.as_str() {
         "yield" => rt
             .spawn(move || {
@@ -81,6 +113,59 @@ fn main() {
                     *per_worker.entry(handle.join().unwrap()).or_insert(0) += 1;
                 }
                 println!("{:?} {:?}", start.elapsed(), per_worker);
+            }
+        }
+        // spawn_many as in benches/runtime.rs: `n` spawns from the green thread that
+        // `Runtime::run` hosts on this thread, the last one signals; ROUNDS times.
+        "spawnmany" => {
+            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1000);
+            let rem = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            for _ in 0..rounds {
+                let start = std::time::Instant::now();
+                rem.store(n, std::sync::atomic::Ordering::Relaxed);
+                rt.run(|| {
+                    for _ in 0..n {
+                        let tx = tx.clone();
+                        let rem = rem.clone();
+                        greenrt::spawn(move || {
+                            if rem.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                                tx.send(()).unwrap();
+                            }
+                        });
+                    }
+                    rx.recv().unwrap();
+                });
+                println!("{:?}", start.elapsed());
+            }
+        }
+        // The same as "spawnmany" on a tokio multi-thread runtime, for an instruction
+        // count to compare with.
+        "tokio-spawnmany" => {
+            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
+            let tokio = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1000);
+            let rem = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            for _ in 0..rounds {
+                let start = std::time::Instant::now();
+                rem.store(n, std::sync::atomic::Ordering::Relaxed);
+                tokio.block_on(async {
+                    for _ in 0..n {
+                        let tx = tx.clone();
+                        let rem = rem.clone();
+                        tokio::spawn(async move {
+                            if rem.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                                tx.send(()).unwrap();
+                            }
+                        });
+                    }
+                    rx.recv().unwrap();
+                });
+                println!("{:?}", start.elapsed());
             }
         }
         other => panic!("unknown workload {other}: yield, spawn or pingpong"),

@@ -149,12 +149,16 @@ thread_local! {
     /// same scoped subscriber do not pay for `set_default` (a global atomic) each time.
     static INSTALLED: std::cell::RefCell<Option<(usize, dispatcher::DefaultGuard)>> =
         const { std::cell::RefCell::new(None) };
+    /// The key in `INSTALLED`, or 0 when none: a plain copy (no destructor, so no lazy
+    /// registration on access) that the per-slice check reads instead of `INSTALLED`.
+    static INSTALLED_KEY: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// A worker going idle or exiting: restore its own default, so a dropped scoped
 /// subscriber is not kept alive (or fed scheduler events) by an idle worker.
 pub(crate) fn worker_idle() {
     if listening() {
+        INSTALLED_KEY.set(0);
         let guard = INSTALLED.with(|installed| installed.borrow_mut().take());
         drop(guard);
     }
@@ -175,6 +179,10 @@ fn make_current(
             None
         }
         (Kind::Scoped(key), true) => {
+            if INSTALLED_KEY.get() == key {
+                // Still installed from an earlier slice (keys are non-zero addresses).
+                return None;
+            }
             INSTALLED.with(|installed| {
                 let mut installed = installed.borrow_mut();
                 if installed.as_ref().map(|(k, _)| *k) != Some(key) {
@@ -184,6 +192,7 @@ fn make_current(
                     *installed = Some((key, dispatcher::set_default(dispatch)));
                 }
             });
+            INSTALLED_KEY.set(key);
             None
         }
         (Kind::Scoped(_), false) | (Kind::ScopedUnknown, _) => {
@@ -241,10 +250,10 @@ impl<'a> Slice<'a> {
             // Spawned while nobody listened. If a (global) subscriber has been set since,
             // adopt it now, so user spans entered from here on are still kept per green
             // thread.
-            let current = dispatcher::get_default(Dispatch::clone);
-            if current.is::<NoSubscriber>() {
-                return None;
-            }
+            // Asked without cloning first: this runs at every switch of such a green
+            // thread for as long as nobody listens.
+            let current =
+                dispatcher::get_default(|d| (!d.is::<NoSubscriber>()).then(|| d.clone()))?;
             *dispatch_slot = Some(current);
             *kind = Kind::Global;
         }
