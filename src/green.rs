@@ -421,7 +421,7 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     debug_assert!(green.state.load() & crate::state::RUNNING != 0);
     let outer = CURRENT.replace(green);
     #[cfg(feature = "tracing")]
-    if crate::trace::listening() {
+    if crate::trace::listening() && green.trace.wants_slice() {
         // SAFETY: forwarded from the caller.
         unsafe { resume_traced(green) };
     } else {

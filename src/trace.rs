@@ -93,6 +93,22 @@ impl GreenTrace {
     }
 }
 
+impl GreenTrace {
+    /// Whether a slice of this green thread has tracing work to do; asked by its
+    /// resumer once [`listening`] is true. False for a green thread spawned while nobody
+    /// listened as long as nobody listens where it is resumed, so such green threads
+    /// skip the slice machinery; the answer is not cached, so a subscriber set later is
+    /// still adopted (see `Slice::enter_slow`).
+    #[inline]
+    pub(crate) fn wants_slice(&self) -> bool {
+        // SAFETY: only its resumer calls this, like `Slice::enter` (see the Sync impl).
+        if unsafe { (*self.dispatch.get()).is_some() } {
+            return true;
+        }
+        !dispatcher::get_default(|d| d.is::<NoSubscriber>())
+    }
+}
+
 /// Which kind of default a captured dispatcher was.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
