@@ -92,6 +92,7 @@ impl Shared {
     /// Queues a started green thread woken from anywhere on its home worker `index`.
     pub(crate) fn schedule_started(self: &Arc<Self>, index: usize, green: Arc<GreenThread>) {
         let mut green = Some(green);
+        let mut displaced = false;
         context::with_local(|local| {
             if let Some(core) = local.worker_of(self) {
                 if core.index == index {
@@ -100,10 +101,14 @@ impl Shared {
                         green,
                         yielded: false,
                     };
-                    core.push_lifo(worker::Next::Started(runnable));
+                    displaced = core.push_lifo(worker::Next::Started(runnable));
                 }
             }
         });
+        // As in `schedule`: stealable work pushed out of the LIFO slot is worth a thief.
+        if displaced {
+            self.notify_one();
+        }
         if let Some(green) = green {
             self.workers[index].inbox.push(green);
             self.unpark_worker(index);

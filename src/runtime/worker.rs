@@ -222,13 +222,15 @@ impl Core {
     }
 
     /// Makes `next` the unit this worker runs next. Returns true when that displaced
-    /// another unit onto the shared-visible queues, so an idle worker may want to know.
+    /// stealable work onto the deque, so an idle worker may want to know (a displaced
+    /// started green thread goes to the private run queue: only this worker can run it).
     pub(crate) fn push_lifo(&self, next: Next) -> bool {
         self.lifo_full.set(true);
         match self.lifo.replace(Some(next)) {
             Some(previous) => {
+                let stealable = matches!(previous, Next::Task(_));
                 self.push_queued(previous);
-                true
+                stealable
             }
             None => false,
         }
