@@ -23,7 +23,6 @@
 //! unmapped): code on a suspended stack may have lent pointers into it.
 
 use crate::arch::{self, StackPointer};
-use crate::join::Publish;
 use crate::stack::{Reservation, Stack};
 use crate::state::State;
 use std::cell::{Cell, UnsafeCell};
@@ -33,7 +32,7 @@ use std::num::NonZeroU64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
 /// The payload of a green thread or task that was cancelled (by
@@ -148,11 +147,56 @@ pub(crate) enum Start {
     Fail(io::Error),
 }
 
-/// The type-erased body of a green thread: runs (or drops) the user's closure and
-/// delivers the outcome to its JoinHandle. Not `Send`: the host green thread of
-/// `Runtime::run` borrows from its caller's stack and never leaves that thread; spawned
-/// green threads' closures are `Send` by their public bounds.
-pub(crate) type Entry = Box<dyn FnOnce(Start)>;
+/// The type-erased body of a green thread: the user's closure, until it runs, and where
+/// its outcome goes. For a spawned green thread this is the same allocation its
+/// JoinHandle reads the outcome from (`runtime::handle::SpawnCell`).
+pub(crate) trait Body {
+    /// Runs (or, for [`Start::Cancel`] and [`Start::Fail`], drops) the closure and
+    /// stores the outcome without publishing it. Does nothing the second time.
+    ///
+    /// # Safety
+    /// The caller holds the green thread RUNNING (for `Start::Run`: it is that green
+    /// thread, on its stack).
+    unsafe fn start(&self, start: Start);
+
+    /// Makes the stored outcome visible to the JoinHandle (see
+    /// [`Packet::publish`](crate::join::Packet::publish)).
+    fn publish(&self);
+
+    /// For a green thread that will never finish (leaked at shutdown): publishes
+    /// [`Cancelled`] as its outcome.
+    ///
+    /// # Safety
+    /// As for [`Body::start`].
+    unsafe fn publish_cancelled(&self);
+}
+
+/// A green thread's body as it is held by its control block. Not `Send`: the host
+/// green thread of `Runtime::run` borrows from its caller's stack and never leaves that
+/// thread; spawned green threads' bodies are `Send` by their public bounds.
+pub(crate) type Entry = Arc<dyn Body>;
+
+/// A body that is only a closure taking the [`Start`], with nowhere to publish (the
+/// host green thread of `Runtime::run`, whose caller reads the outcome itself).
+pub(crate) struct FnBody<F>(UnsafeCell<Option<F>>);
+
+impl<F: FnOnce(Start)> FnBody<F> {
+    pub(crate) fn new(f: F) -> FnBody<F> {
+        FnBody(UnsafeCell::new(Some(f)))
+    }
+}
+
+impl<F: FnOnce(Start)> Body for FnBody<F> {
+    unsafe fn start(&self, start: Start) {
+        // SAFETY: the caller holds the green thread RUNNING, so nobody else touches the
+        // closure slot.
+        if let Some(f) = unsafe { (*self.0.get()).take() } {
+            f(start)
+        }
+    }
+    fn publish(&self) {}
+    unsafe fn publish_cancelled(&self) {}
+}
 
 /// Why a green thread switched back to its worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +221,9 @@ pub(crate) enum Home {
 /// Fields only the thread that currently runs the green thread may touch: the worker
 /// that popped it (before it has a home), then its home thread.
 struct RunState {
-    entry: Option<Entry>,
+    /// The closure (until it first runs) and where its outcome goes; kept until the
+    /// outcome is published, once the green thread has completely finished.
+    body: Option<Entry>,
     stack: Option<Stack>,
     /// The green thread's saved stack pointer while it is not running.
     sp: StackPointer,
@@ -185,8 +231,6 @@ struct RunState {
     caller_sp: StackPointer,
     why: Suspend,
     reservation: Option<Reservation>,
-    /// Its JoinHandle's packet, published once it has completely finished.
-    outcome: Option<Arc<dyn Publish>>,
     /// Index in the home worker's table of live green threads.
     slot: usize,
 }
@@ -196,13 +240,18 @@ pub(crate) struct GreenThread {
     pub(crate) state: State,
     pub(crate) identity: Green,
     pub(crate) stack_size: usize,
-    home: OnceLock<Home>,
+    /// Set once, by [`GreenThread::prepare`] before its first switch in; read by wakers
+    /// only after they moved it from idle to SCHEDULED, which it can be only after its
+    /// first run (the state word's AcqRel transitions order the write before the read).
+    home: UnsafeCell<Option<Home>>,
     run: UnsafeCell<RunState>,
     #[cfg(feature = "tracing")]
     pub(crate) trace: crate::trace::GreenTrace,
 }
 
-// SAFETY: `state`, `identity`, `stack_size` and `home` are immutable or synchronised.
+// SAFETY: `state`, `identity` and `stack_size` are immutable or atomic; `home` is
+// written once before the green thread first runs and read only after a state
+// transition that orders that write before the read (see the field).
 // `run` is touched only by the thread that holds the green thread RUNNING: the state
 // machine (state.rs) admits one such holder at a time, and its AcqRel transitions order
 // one holder's writes before the next holder's reads. Before the first run that holder
@@ -218,9 +267,8 @@ impl GreenThread {
     pub(crate) fn new(
         identity: Green,
         stack_size: usize,
-        entry: Entry,
+        body: Entry,
         reservation: Option<Reservation>,
-        outcome: Option<Arc<dyn Publish>>,
     ) -> GreenThread {
         GreenThread {
             state: State::new_scheduled(),
@@ -228,15 +276,14 @@ impl GreenThread {
             trace: crate::trace::GreenTrace::new(&identity),
             identity,
             stack_size,
-            home: OnceLock::new(),
+            home: UnsafeCell::new(None),
             run: UnsafeCell::new(RunState {
-                entry: Some(entry),
+                body: Some(body),
                 stack: None,
                 sp: ptr::null_mut(),
                 caller_sp: ptr::null_mut(),
                 why: Suspend::Park,
                 reservation,
-                outcome,
                 slot: usize::MAX,
             }),
         }
@@ -260,15 +307,16 @@ impl GreenThread {
         // SAFETY: forwarded from the caller.
         let run = unsafe { &mut *self.run.get() };
         debug_assert!(run.stack.is_none());
-        if let Some(entry) = run.entry.take() {
+        if let Some(body) = &run.body {
             // The closure's destructor and the result's are user code: never let a panic
             // from them unwind into the scheduler.
-            if catch_unwind(AssertUnwindSafe(|| entry(start))).is_err() {
+            // SAFETY: the caller holds it RUNNING.
+            if catch_unwind(AssertUnwindSafe(|| unsafe { body.start(start) })).is_err() {
                 abort_with("a green thread's closure or result panicked while being dropped");
             }
         }
         drop(run.reservation.take());
-        publish(run.outcome.take());
+        publish(run.body.take());
     }
 
     /// Gives a fresh green thread its stack and home, ready for its first [`resume`].
@@ -279,16 +327,20 @@ impl GreenThread {
     pub(crate) unsafe fn prepare(this: &Arc<GreenThread>, stack: Stack, home: Home, slot: usize) {
         // SAFETY: forwarded from the caller.
         let run = unsafe { &mut *this.run.get() };
-        debug_assert!(run.stack.is_none() && run.entry.is_some());
+        debug_assert!(run.stack.is_none() && run.body.is_some());
         // SAFETY: `top` is the 16-byte-aligned end of a stack of at least 16 KiB that
         // nothing else uses. The argument is the control block's address, which stays
         // valid while the green thread runs because its resumer holds an Arc.
         run.sp = unsafe { arch::init_stack(stack.top(), green_main, Arc::as_ptr(this) as *mut u8) };
         run.stack = Some(stack);
         run.slot = slot;
-        if this.home.set(home).is_err() {
+        // SAFETY: no waker reads `home` before the green thread has run (see the field),
+        // and this is its first run, by the only holder.
+        let slot = unsafe { &mut *this.home.get() };
+        if slot.is_some() {
             panic!("greenrt bug: a green thread was given a home twice");
         }
+        *slot = Some(home);
     }
 
     /// After it completed: its stack (to pool or unmap), its slot, and its budget place
@@ -311,7 +363,7 @@ impl GreenThread {
     /// The caller holds it and it has finished (completed or never started).
     pub(crate) unsafe fn publish_outcome(&self) {
         // SAFETY: forwarded from the caller.
-        publish(unsafe { (*self.run.get()).outcome.take() });
+        publish(unsafe { (*self.run.get()).body.take() });
     }
 
     /// Forgets the stack of a green thread that will never finish, so nothing unmaps
@@ -323,10 +375,12 @@ impl GreenThread {
         // SAFETY: forwarded from the caller.
         let run = unsafe { &mut *self.run.get() };
         std::mem::forget(run.stack.take());
-        std::mem::forget(run.entry.take());
         // Its joiner must not wait forever: it ends, as far as anyone can see, cancelled.
-        if let Some(outcome) = run.outcome.take() {
-            outcome.publish_cancelled();
+        // (Its closure was moved onto the leaked stack when it started: it is never
+        // dropped. The body's closure slot is empty.)
+        if let Some(body) = run.body.take() {
+            // SAFETY: the caller is its home thread and holds it; it will never run again.
+            unsafe { body.publish_cancelled() };
         }
     }
 }
@@ -334,7 +388,7 @@ impl GreenThread {
 /// Publishes an outcome and drops our reference to it. The reference may be the last
 /// (a detached JoinHandle): dropping it drops the user's result, whose destructor must
 /// not unwind into the scheduler.
-fn publish(outcome: Option<Arc<dyn Publish>>) {
+fn publish(outcome: Option<Entry>) {
     if let Some(outcome) = outcome {
         outcome.publish();
         if catch_unwind(AssertUnwindSafe(move || drop(outcome))).is_err() {
@@ -355,7 +409,7 @@ impl Drop for GreenThread {
 /// Creates the host green thread of `Runtime::run`: started on its own stack, at home
 /// on the calling thread, already RUNNING.
 pub(crate) fn new_host(entry: Entry, stack: Stack) -> Arc<GreenThread> {
-    let mut green = GreenThread::new(Green::new(None), stack.usable(), entry, None, None);
+    let mut green = GreenThread::new(Green::new(None), stack.usable(), entry, None);
     green.state = State::new_running();
     let green = Arc::new(green);
     // SAFETY: it is RUNNING with no other holder, never started, and its home is this
@@ -504,12 +558,16 @@ unsafe extern "sysv64" fn green_main(arg: *mut u8) -> ! {
     // SAFETY: `arg` is the control block's address given to init_stack by `prepare`;
     // the resumer holds an Arc to it for as long as we run.
     let green = unsafe { &*(arg as *const GreenThread) };
-    // SAFETY: we are running, so we hold the RunState (see the Sync impl).
-    let entry = unsafe { (*green.run.get()).entry.take() };
-    if let Some(entry) = entry {
-        // The entry catches the closure's panic itself; what can still escape is a panic
+    // SAFETY: we are running, so we hold the RunState (see the Sync impl). The body
+    // stays there, untouched by anyone else, until it is published after our final
+    // switch out, so the pointer is valid while we use it.
+    let body: Option<*const dyn Body> =
+        unsafe { (*green.run.get()).body.as_ref().map(Arc::as_ptr) };
+    if let Some(body) = body {
+        // The body catches the closure's panic itself; what can still escape is a panic
         // from dropping the result or payload. Unwinding must never reach the trampoline.
-        if catch_unwind(AssertUnwindSafe(move || entry(Start::Run))).is_err() {
+        // SAFETY: see above; we are the green thread, running, on our stack.
+        if catch_unwind(AssertUnwindSafe(|| unsafe { (*body).start(Start::Run) })).is_err() {
             abort_with("a green thread's result panicked while being dropped");
         }
     }
@@ -546,7 +604,9 @@ fn schedule_woken(green: Arc<GreenThread>) {
     crate::trace::sched_event("wake", green.identity.id());
     // An idle green thread has run, so its home is set (prepare happened before its
     // first switch out, and the state transition orders that write before our read).
-    match green.home.get() {
+    // SAFETY: see the field: the transition to SCHEDULED that made us the scheduler
+    // orders `prepare`'s write before this read, and nobody writes it again.
+    match unsafe { &*green.home.get() } {
         Some(Home::Worker(shared, index)) => {
             let shared = shared.clone();
             shared.schedule_started(*index, green);

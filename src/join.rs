@@ -7,54 +7,71 @@
 
 use crate::green::{Green, GreenThread};
 use crate::task::FutureTask;
+use futures::task::AtomicWaker;
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// Where an outcome waits for its JoinHandle.
+///
+/// One producer stores the outcome (the holder of the green thread or task RUNNING:
+/// the state word admits one at a time and orders their accesses), then [`publish`]
+/// sets `finished` (Release). The one consumer, the JoinHandle's poll, reads the outcome
+/// only after it saw `finished` (Acquire). So the two never touch `result` at once, and
+/// no lock is needed.
+///
+/// [`publish`]: Packet::publish
 pub(crate) struct Packet<T> {
     finished: AtomicBool,
-    inner: Mutex<PacketInner<T>>,
+    result: UnsafeCell<Option<std::thread::Result<T>>>,
+    waiter: AtomicWaker,
 }
 
-struct PacketInner<T> {
-    result: Option<std::thread::Result<T>>,
-    waiter: Option<Waker>,
-}
+// SAFETY: `result` is written only by the producer before `finished` is set and read
+// only by the consumer after it saw `finished` (see the type's docs); everything else is
+// atomic. The outcome moves from the producer's thread to the consumer's, so `T: Send`.
+unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
     pub(crate) fn new() -> Packet<T> {
         Packet {
             finished: AtomicBool::new(false),
-            inner: Mutex::new(PacketInner {
-                result: None,
-                waiter: None,
-            }),
+            result: UnsafeCell::new(None),
+            waiter: AtomicWaker::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, PacketInner<T>> {
-        // No user code runs under this lock, so poisoning cannot leave it inconsistent.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Stores the outcome and wakes the waiter. The first outcome wins.
-    pub(crate) fn complete(&self, result: std::thread::Result<T>) {
-        self.store(result);
+    ///
+    /// # Safety
+    /// As for [`Packet::store`].
+    pub(crate) unsafe fn complete(&self, result: std::thread::Result<T>) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.store(result) };
         self.publish();
     }
 
-    /// Stores the outcome without telling anyone yet (see [`Publish`]). The first
+    /// Stores the outcome without telling anyone yet (see [`Packet::publish`]). The first
     /// outcome wins.
-    pub(crate) fn store(&self, result: std::thread::Result<T>) {
-        let mut inner = self.lock();
-        if inner.result.is_none() && !self.finished.load(Ordering::Relaxed) {
-            inner.result = Some(result);
+    ///
+    /// # Safety
+    /// The caller is the producer: it holds the green thread or task RUNNING (or owns
+    /// the packet alone), so no other thread stores at the same time.
+    pub(crate) unsafe fn store(&self, result: std::thread::Result<T>) {
+        // Relaxed: only producers set it, and they are ordered by the state word.
+        if self.finished.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: we are the producer and it is not published, so the consumer does not
+        // read `result` yet.
+        let slot = unsafe { &mut *self.result.get() };
+        if slot.is_none() {
+            *slot = Some(result);
         }
     }
 
@@ -62,20 +79,26 @@ impl<T> Packet<T> {
         self.finished.load(Ordering::Acquire)
     }
 
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<std::thread::Result<T>> {
-        let mut inner = self.lock();
-        if let Some(result) = inner.result.take() {
-            return Poll::Ready(result);
+    /// Takes the outcome once it is published.
+    ///
+    /// # Safety
+    /// The caller is the consumer: its JoinHandle, polled through `&mut`, so one poll at
+    /// a time.
+    unsafe fn poll(&self, cx: &mut Context<'_>) -> Poll<std::thread::Result<T>> {
+        if !self.finished.load(Ordering::Acquire) {
+            self.waiter.register(cx.waker());
+            // A publish between the first check and the registration took no waker (or
+            // an old one): look again.
+            if !self.finished.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
         }
-        assert!(
-            !self.finished.load(Ordering::Relaxed),
-            "JoinHandle polled after it returned its result"
-        );
-        match &inner.waiter {
-            Some(waiter) if waiter.will_wake(cx.waker()) => {}
-            _ => inner.waiter = Some(cx.waker().clone()),
+        // SAFETY: published, so the producer is done with `result` (its writes happen
+        // before our Acquire load), and we are the only consumer.
+        match unsafe { (*self.result.get()).take() } {
+            Some(result) => Poll::Ready(result),
+            None => panic!("JoinHandle polled after it returned its result"),
         }
-        Poll::Pending
     }
 }
 
@@ -84,37 +107,39 @@ impl<T> Packet<T> {
 /// A green thread stores its outcome on its own stack but is *published* by its worker
 /// only after its last switch out, so that when `join()` returns the green thread has
 /// completely finished: its tracing slice exited, its stack given back.
-pub(crate) trait Publish: Send + Sync {
-    fn publish(&self);
-    /// For a green thread that will never finish (leaked at shutdown): its outcome is
-    /// [`Cancelled`](crate::Cancelled).
-    fn publish_cancelled(&self);
-}
-
-impl<T: Send> Publish for Packet<T> {
-    fn publish(&self) {
-        Packet::publish(self)
-    }
-    fn publish_cancelled(&self) {
-        self.store(Err(Box::new(crate::Cancelled)));
-        Packet::publish(self)
-    }
-}
-
 impl<T> Packet<T> {
-    fn publish(&self) {
-        let waiter = {
-            let mut inner = self.lock();
-            if self.finished.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            inner.waiter.take()
-        };
-        if let Some(waiter) = waiter {
+    pub(crate) fn publish(&self) {
+        if self.finished.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(waiter) = self.waiter.take() {
             // Often a user's waker (an executor awaiting the handle); it must not
             // unwind into the worker that published.
             crate::wake::wake_catching_panics(waiter);
         }
+    }
+
+    /// For a green thread that will never finish (leaked at shutdown): its outcome is
+    /// [`Cancelled`](crate::Cancelled).
+    ///
+    /// # Safety
+    /// As for [`Packet::store`].
+    pub(crate) unsafe fn publish_cancelled(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.store(Err(Box::new(crate::Cancelled))) };
+        self.publish();
+    }
+}
+
+/// What a JoinHandle reads its outcome from: a packet, or an allocation holding one
+/// (a spawned green thread's cell, which also holds its closure until it first runs).
+pub(crate) trait Outcome<T>: Send + Sync {
+    fn packet(&self) -> &Packet<T>;
+}
+
+impl<T: Send> Outcome<T> for Packet<T> {
+    fn packet(&self) -> &Packet<T> {
+        self
     }
 }
 
@@ -147,17 +172,21 @@ pub(crate) enum Target {
 /// # });
 /// ```
 pub struct JoinHandle<T> {
-    packet: Arc<Packet<T>>,
+    outcome: Arc<dyn Outcome<T>>,
     target: Target,
     green: Green,
+    /// `Send` and `Sync` exactly when `T: Send`, as when this held an `Arc<Packet<T>>`
+    /// (`outcome` is `Send + Sync` whatever `T`).
+    _output: PhantomData<Arc<Packet<T>>>,
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(packet: Arc<Packet<T>>, target: Target, green: Green) -> JoinHandle<T> {
+    pub(crate) fn new(outcome: Arc<dyn Outcome<T>>, target: Target, green: Green) -> JoinHandle<T> {
         JoinHandle {
-            packet,
+            outcome,
             target,
             green,
+            _output: PhantomData,
         }
     }
 
@@ -178,7 +207,7 @@ impl<T> JoinHandle<T> {
 
     /// Whether the green thread or task has finished (its result is ready).
     pub fn is_finished(&self) -> bool {
-        self.packet.is_finished()
+        self.outcome.packet().is_finished()
     }
 
     /// The identity of the green thread (or future task) this handle waits for.
@@ -219,7 +248,9 @@ impl<T> Future for JoinHandle<T> {
     type Output = std::thread::Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.packet.poll(cx)
+        // SAFETY: the handle is the packet's only consumer, and `&mut self` makes this
+        // the only poll.
+        unsafe { self.outcome.packet().poll(cx) }
     }
 }
 
@@ -233,4 +264,44 @@ impl<T> fmt::Debug for JoinHandle<T> {
             .field("finished", &self.is_finished())
             .finish()
     }
+}
+
+/// `JoinHandle<T>` is `Send` and `Sync` exactly when `T: Send` (like
+/// `Arc<Mutex<Option<T>>>`), whatever stores the outcome inside it. Checked at compile
+/// time: the negative checks fail to compile (ambiguous impls) when the trait holds.
+#[cfg(test)]
+mod auto_traits {
+    use super::JoinHandle;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::sync::MutexGuard;
+
+    fn send_sync<X: Send + Sync>() {}
+
+    #[test]
+    fn send_and_sync_when_the_output_is_send() {
+        send_sync::<JoinHandle<i32>>();
+        send_sync::<JoinHandle<Cell<i32>>>(); // Send, not Sync
+        send_sync::<JoinHandle<Box<dyn std::any::Any + Send>>>();
+    }
+
+    trait AmbiguousIfSend<A> {
+        fn some_item() {}
+    }
+    impl<X: ?Sized> AmbiguousIfSend<()> for X {}
+    impl<X: ?Sized + Send> AmbiguousIfSend<u8> for X {}
+
+    trait AmbiguousIfSync<A> {
+        fn some_item() {}
+    }
+    impl<X: ?Sized> AmbiguousIfSync<()> for X {}
+    impl<X: ?Sized + Sync> AmbiguousIfSync<u8> for X {}
+
+    // Neither Send nor Sync when the output is not Send.
+    const _: fn() = || {
+        let _ = <JoinHandle<Rc<i32>> as AmbiguousIfSend<_>>::some_item;
+        let _ = <JoinHandle<Rc<i32>> as AmbiguousIfSync<_>>::some_item;
+        let _ = <JoinHandle<MutexGuard<'static, i32>> as AmbiguousIfSend<_>>::some_item;
+        let _ = <JoinHandle<MutexGuard<'static, i32>> as AmbiguousIfSync<_>>::some_item;
+    };
 }

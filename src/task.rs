@@ -53,12 +53,14 @@ where
         let future = unsafe { Pin::new_unchecked(&mut *this.future) };
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
+            // SAFETY (both): the poller holds the task RUNNING, which makes it the
+            // packet's only producer.
             Ok(Poll::Ready(output)) => {
-                this.packet.complete(Ok(output));
+                unsafe { this.packet.complete(Ok(output)) };
                 Poll::Ready(())
             }
             Err(payload) => {
-                this.packet.complete(Err(payload));
+                unsafe { this.packet.complete(Err(payload)) };
                 Poll::Ready(())
             }
         }
@@ -73,7 +75,9 @@ impl<F: Future> Drop for Body<F> {
         unsafe { ManuallyDrop::drop(&mut self.future) };
         // Dropped before completing: it was cancelled. (After completion this is a
         // no-op: the first outcome wins.)
-        self.packet.complete(Err(Box::new(Cancelled)));
+        // SAFETY: the body is dropped by the holder of the task RUNNING (`finish`), or
+        // with the last reference to the task; either way by the packet's only producer.
+        unsafe { self.packet.complete(Err(Box::new(Cancelled))) };
     }
 }
 

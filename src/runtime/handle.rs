@@ -1,9 +1,10 @@
 //! `Handle`: a clonable way to spawn onto a runtime from any thread.
 
 use super::{context, Shared};
-use crate::green::{Cancelled, Green, GreenThread, Start};
-use crate::join::{JoinHandle, Packet, Target};
+use crate::green::{Body, Cancelled, Green, GreenThread, Start};
+use crate::join::{JoinHandle, Outcome, Packet, Target};
 use crate::task::{FutureTask, Task};
+use std::cell::UnsafeCell;
 use std::future::Future;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -76,7 +77,7 @@ impl Handle {
     {
         let packet = Arc::new(Packet::new());
         if self.shared.is_shutdown() {
-            return cancelled_handle(packet, future);
+            return cancelled_handle(future);
         }
         let task = Arc::new(FutureTask::new(self.shared.clone(), future, packet.clone()));
         let identity = task.identity.clone();
@@ -96,33 +97,78 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let packet = Arc::new(Packet::new());
         if self.shared.is_shutdown() {
-            return Ok(cancelled_handle(packet, f));
+            return Ok(cancelled_handle(f));
         }
         let reservation = reserve_place(&self.shared)?;
         let identity = Green::new(name);
-        let entry_packet = packet.clone();
-        let entry = Box::new(move |start: Start| {
-            let result = match start {
-                Start::Run => catch_unwind(AssertUnwindSafe(f)),
-                Start::Cancel => Err(dropped_closure_payload(f, Box::new(Cancelled))),
-                Start::Fail(error) => Err(dropped_closure_payload(f, Box::new(error))),
-            };
-            entry_packet.store(result);
+        // One allocation for the closure and the outcome, shared by the green thread
+        // (as its body) and the JoinHandle.
+        let cell = Arc::new(SpawnCell {
+            packet: Packet::new(),
+            closure: UnsafeCell::new(Some(f)),
         });
         let stack_size = stack_size.unwrap_or(self.shared.config.stack_size);
         let green = Arc::new(GreenThread::new(
             identity.clone(),
             stack_size,
-            entry,
+            cell.clone(),
             Some(reservation),
-            Some(packet.clone()),
         ));
         #[cfg(feature = "tracing")]
         crate::trace::sched_event("spawn", identity.id());
         self.shared.schedule(Task::Green(green.clone()));
-        Ok(JoinHandle::new(packet, Target::Green(green), identity))
+        Ok(JoinHandle::new(cell, Target::Green(green), identity))
+    }
+}
+
+/// A spawned green thread's closure, until it first runs, and its outcome: one
+/// allocation that its control block holds as its [`Body`] and its JoinHandle as its
+/// [`Outcome`].
+struct SpawnCell<F, T> {
+    packet: Packet<T>,
+    /// Taken by the holder of the green thread RUNNING, at its first run.
+    closure: UnsafeCell<Option<F>>,
+}
+
+// SAFETY: `closure` is touched only in `Body::start`, by the holder of the green thread
+// RUNNING, one at a time (state.rs), with AcqRel transitions between holders; the
+// JoinHandle reaches only `packet`, which is `Sync` for `T: Send`. The closure may be
+// taken on another thread than the spawner's, hence `F: Send`.
+unsafe impl<F: Send, T: Send> Sync for SpawnCell<F, T> {}
+
+impl<F, T> Body for SpawnCell<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    unsafe fn start(&self, start: Start) {
+        // SAFETY: the caller holds the green thread RUNNING (see the Sync impl).
+        let Some(f) = (unsafe { (*self.closure.get()).take() }) else {
+            return;
+        };
+        let result = match start {
+            Start::Run => catch_unwind(AssertUnwindSafe(f)),
+            Start::Cancel => Err(dropped_closure_payload(f, Box::new(Cancelled))),
+            Start::Fail(error) => Err(dropped_closure_payload(f, Box::new(error))),
+        };
+        // SAFETY: holding it RUNNING makes us the packet's only producer.
+        unsafe { self.packet.store(result) };
+    }
+
+    fn publish(&self) {
+        self.packet.publish()
+    }
+
+    unsafe fn publish_cancelled(&self) {
+        // SAFETY: forwarded from the caller (the only producer).
+        unsafe { self.packet.publish_cancelled() }
+    }
+}
+
+impl<F: Send, T: Send> Outcome<T> for SpawnCell<F, T> {
+    fn packet(&self) -> &Packet<T> {
+        &self.packet
     }
 }
 
@@ -139,8 +185,10 @@ fn dropped_closure_payload<F>(
 }
 
 /// A handle for work spawned after shutdown began: it never runs.
-fn cancelled_handle<T, W>(packet: Arc<Packet<T>>, work: W) -> JoinHandle<T> {
-    packet.complete(Err(dropped_closure_payload(work, Box::new(Cancelled))));
+fn cancelled_handle<T: Send + 'static, W>(work: W) -> JoinHandle<T> {
+    let packet = Arc::new(Packet::new());
+    // SAFETY: nobody else has the packet yet.
+    unsafe { packet.complete(Err(dropped_closure_payload(work, Box::new(Cancelled)))) };
     JoinHandle::new(packet, Target::None, Green::new(None))
 }
 
