@@ -11,6 +11,9 @@
 //! - `yield N`: one green thread calls `yield_now` N times.
 //! - `spawn N`: a green thread spawns N empty green threads, then joins them.
 //! - `pingpong N`: N round trips between two green threads over oneshot channels.
+//! - `spawnmany N [W]`, `async-spawnmany N [W]`, `tokio-spawnmany N [W]`: spawn_many
+//!   (as in benches/runtime.rs) with green threads, future tasks or tokio tasks, on
+//!   `W` workers; `ROUNDS=1` for callgrind.
 
 use futures::channel::oneshot;
 use greenrt::runtime::Builder;
@@ -129,6 +132,29 @@ fn main() {
                         let tx = tx.clone();
                         let rem = rem.clone();
                         greenrt::spawn(move || {
+                            if rem.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                                tx.send(()).unwrap();
+                            }
+                        });
+                    }
+                    rx.recv().unwrap();
+                });
+                println!("{:?}", start.elapsed());
+            }
+        }
+        // The same as "spawnmany" with future tasks (`spawn_async`).
+        "async-spawnmany" => {
+            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1000);
+            let rem = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            for _ in 0..rounds {
+                let start = std::time::Instant::now();
+                rem.store(n, std::sync::atomic::Ordering::Relaxed);
+                rt.run(|| {
+                    for _ in 0..n {
+                        let tx = tx.clone();
+                        let rem = rem.clone();
+                        greenrt::spawn_async(async move {
                             if rem.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
                                 tx.send(()).unwrap();
                             }

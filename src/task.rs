@@ -9,7 +9,7 @@
 //! that calls a green-blocking function gets a panic telling it to `.await` instead.
 
 use crate::green::{Cancelled, Green, GreenThread};
-use crate::join::Packet;
+use crate::join::{Outcome, Packet};
 use crate::runtime::Shared;
 use crate::state::{AfterRun, State, Wake, CANCELLED};
 use std::cell::UnsafeCell;
@@ -27,57 +27,119 @@ pub(crate) enum Task {
     Future(Arc<FutureTask>),
 }
 
-/// The erased future a task polls: the user's future plus where its output goes.
-trait TaskBody: Send {
+/// The erased future a task polls, and where its output goes.
+trait TaskBody: Send + Sync {
     /// Polls the user's future; on completion or panic delivers the outcome and
-    /// returns Ready.
-    fn poll_body(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+    /// returns Ready (also when the future is already gone).
+    ///
+    /// # Safety
+    /// The caller holds the task RUNNING.
+    unsafe fn poll_body(&self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Drops the future (if still there), then delivers [`Cancelled`] unless an outcome
+    /// was delivered already.
+    ///
+    /// # Safety
+    /// The caller holds the task RUNNING, or holds its last reference.
+    unsafe fn finish(&self);
 }
 
-struct Body<F: Future> {
-    /// Dropped by hand in `Drop`, before the outcome is published.
-    future: ManuallyDrop<F>,
-    packet: Arc<Packet<F::Output>>,
+/// A future task's future and its outcome: one allocation that the task holds as its
+/// body and its JoinHandle as its [`Outcome`].
+pub(crate) struct TaskCell<F: Future> {
+    packet: Packet<F::Output>,
+    /// Pinned: it never moves out of this allocation, and is dropped in place.
+    future: UnsafeCell<ManuallyDrop<F>>,
+    /// Whether `future` has not been dropped yet.
+    live: UnsafeCell<bool>,
 }
 
-impl<F> TaskBody for Body<F>
+// SAFETY: `future` and `live` are touched only by the holder of the task RUNNING (one at
+// a time, state.rs, with AcqRel transitions between holders), or by the last owner
+// (drop); the JoinHandle reaches only `packet`, which is `Sync` for `Output: Send`. The
+// future is polled on any worker, hence `F: Send`.
+unsafe impl<F> Sync for TaskCell<F>
 where
     F: Future + Send,
     F::Output: Send,
 {
-    fn poll_body(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY: `future` is structurally pinned: Body is only ever used behind
-        // Pin<Box<..>> and we never move `future` out; `packet` is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above.
-        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            // SAFETY (both): the poller holds the task RUNNING, which makes it the
-            // packet's only producer.
-            Ok(Poll::Ready(output)) => {
-                unsafe { this.packet.complete(Ok(output)) };
-                Poll::Ready(())
-            }
-            Err(payload) => {
-                unsafe { this.packet.complete(Err(payload)) };
-                Poll::Ready(())
+}
+
+impl<F: Future> TaskCell<F> {
+    pub(crate) fn new(future: F) -> TaskCell<F> {
+        TaskCell {
+            packet: Packet::new(),
+            future: UnsafeCell::new(ManuallyDrop::new(future)),
+            live: UnsafeCell::new(true),
+        }
+    }
+
+    /// Drops the future in place, once.
+    ///
+    /// # Safety
+    /// As for [`TaskBody::finish`].
+    unsafe fn drop_future(&self) {
+        // SAFETY: forwarded from the caller: nobody else touches `live` or `future`.
+        unsafe {
+            if *self.live.get() {
+                // Cleared first: if the destructor panics, the rest is leaked, never
+                // dropped twice.
+                *self.live.get() = false;
+                ManuallyDrop::drop(&mut *self.future.get());
             }
         }
     }
 }
 
-impl<F: Future> Drop for Body<F> {
-    fn drop(&mut self) {
+impl<F> TaskBody for TaskCell<F>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    unsafe fn poll_body(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: the caller holds the task RUNNING: nobody else touches the future.
+        if !unsafe { *self.live.get() } {
+            return Poll::Ready(());
+        }
+        // SAFETY: as above; the future lives in this (reference-counted, never moved)
+        // allocation until it is dropped in place, so it is pinned.
+        let future = unsafe { Pin::new_unchecked(&mut **self.future.get()) };
+        let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(payload) => Err(payload),
+        };
+        // SAFETY: holding the task RUNNING makes us the packet's only producer.
+        unsafe { self.packet.complete(outcome) };
+        Poll::Ready(())
+    }
+
+    unsafe fn finish(&self) {
         // The future first, so that whoever learns of the cancellation can rely on its
         // destructors having run.
-        // SAFETY: dropped exactly once, here; dropping in place keeps the pin promise.
-        unsafe { ManuallyDrop::drop(&mut self.future) };
+        // SAFETY: forwarded from the caller.
+        unsafe { self.drop_future() };
         // Dropped before completing: it was cancelled. (After completion this is a
         // no-op: the first outcome wins.)
-        // SAFETY: the body is dropped by the holder of the task RUNNING (`finish`), or
-        // with the last reference to the task; either way by the packet's only producer.
+        // SAFETY: forwarded from the caller: we are the packet's only producer.
         unsafe { self.packet.complete(Err(Box::new(Cancelled))) };
+    }
+}
+
+impl<F: Future> Drop for TaskCell<F> {
+    fn drop(&mut self) {
+        // SAFETY: we are the last owner.
+        unsafe { self.drop_future() };
+    }
+}
+
+impl<F> Outcome<F::Output> for TaskCell<F>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    fn packet(&self) -> &Packet<F::Output> {
+        &self.packet
     }
 }
 
@@ -86,23 +148,20 @@ pub(crate) struct FutureTask {
     pub(crate) state: State,
     pub(crate) identity: Green,
     shared: Arc<Shared>,
-    body: UnsafeCell<Option<Pin<Box<dyn TaskBody>>>>,
+    /// Its future and outcome, shared with its JoinHandle; let go once it finished.
+    body: UnsafeCell<Option<Arc<dyn TaskBody>>>,
     /// Its key in the runtime's task list, set right after spawning.
     key: AtomicUsize,
 }
 
 // SAFETY: `body` is touched only by the holder of the RUNNING state (state.rs admits
-// one at a time, with AcqRel ordering between holders), and the body is `Send`.
+// one at a time, with AcqRel ordering between holders), and the body is `Send + Sync`.
 unsafe impl Send for FutureTask {}
 // SAFETY: as above.
 unsafe impl Sync for FutureTask {}
 
 impl FutureTask {
-    pub(crate) fn new<F>(
-        shared: Arc<Shared>,
-        future: F,
-        packet: Arc<Packet<F::Output>>,
-    ) -> FutureTask
+    pub(crate) fn new<F>(shared: Arc<Shared>, cell: Arc<TaskCell<F>>) -> FutureTask
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -111,10 +170,7 @@ impl FutureTask {
             state: State::new_scheduled(),
             identity: Green::new(None),
             shared,
-            body: UnsafeCell::new(Some(Box::pin(Body {
-                future: ManuallyDrop::new(future),
-                packet,
-            }))),
+            body: UnsafeCell::new(Some(cell)),
             key: AtomicUsize::new(usize::MAX),
         }
     }
@@ -131,10 +187,11 @@ impl FutureTask {
         let mut cx = Context::from_waker(&waker);
         // SAFETY: we hold it RUNNING (start_run), so we are the body's only user.
         let body = unsafe { &mut *self.body.get() };
-        let ready = match body.as_mut() {
+        let ready = match body.as_ref() {
             Some(body) => {
                 let _in_task = crate::runtime::context::enter_task();
-                body.as_mut().poll_body(&mut cx).is_ready()
+                // SAFETY: we hold it RUNNING.
+                unsafe { body.poll_body(&mut cx) }.is_ready()
             }
             None => true,
         };
@@ -153,7 +210,13 @@ impl FutureTask {
     fn finish(&self) {
         // SAFETY: the caller holds it RUNNING.
         let body = unsafe { (*self.body.get()).take() };
-        if catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
+        let drop_body = move || {
+            if let Some(body) = body {
+                // SAFETY: the caller holds it RUNNING.
+                unsafe { body.finish() };
+            }
+        };
+        if catch_unwind(AssertUnwindSafe(drop_body)).is_err() {
             crate::green::abort_with(
                 "a future task's future or output panicked while being dropped",
             );
@@ -179,6 +242,17 @@ impl FutureTask {
     pub(crate) fn cancel_at_shutdown(&self) {
         if self.state.claim_for_shutdown() {
             self.finish();
+        }
+    }
+}
+
+impl Drop for FutureTask {
+    fn drop(&mut self) {
+        // Dropped without finishing (its body was never let go): as when the body itself
+        // was dropped here, drop the future and tell the JoinHandle it was cancelled.
+        if let Some(body) = self.body.get_mut().take() {
+            // SAFETY: we hold the last reference to the task.
+            unsafe { body.finish() };
         }
     }
 }

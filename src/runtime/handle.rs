@@ -3,7 +3,7 @@
 use super::{context, Shared};
 use crate::green::{Body, Cancelled, Green, GreenThread, Start};
 use crate::join::{JoinHandle, Outcome, Packet, Target};
-use crate::task::{FutureTask, Task};
+use crate::task::{FutureTask, Task, TaskCell};
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::io;
@@ -75,15 +75,17 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let packet = Arc::new(Packet::new());
         if self.shared.is_shutdown() {
             return cancelled_handle(future);
         }
-        let task = Arc::new(FutureTask::new(self.shared.clone(), future, packet.clone()));
+        // One allocation for the future and its outcome, shared by the task and the
+        // JoinHandle.
+        let cell = Arc::new(TaskCell::new(future));
+        let task = Arc::new(FutureTask::new(self.shared.clone(), cell.clone()));
         let identity = task.identity.clone();
         task.register();
         self.shared.schedule(Task::Future(task.clone()));
-        JoinHandle::new(packet, Target::Task(task), identity)
+        JoinHandle::new(cell, Target::Task(task), identity)
     }
 
     /// Spawns a green thread with an optional name and stack size (already validated).
