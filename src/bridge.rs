@@ -27,11 +27,10 @@ pub(crate) enum Caller<'a> {
 
 /// Classifies the current call site. `what` names the API for the future-task panic.
 pub(crate) fn caller(what: &str) -> Caller<'static> {
-    let green = green::current_ptr();
-    if !green.is_null() {
-        // SAFETY: CURRENT is non-null only while that green thread runs on this thread,
-        // and its resumer holds an Arc to it for at least as long.
-        let green = unsafe { &*green };
+    if let Some(green) = green::current_ptr() {
+        // SAFETY: CURRENT is set only while that green thread runs on this thread, and
+        // its resumer holds an Arc to it for at least as long.
+        let green = unsafe { green.as_ref() };
         return Caller::Green(green);
     }
     if context::in_task() {

@@ -30,7 +30,7 @@ use std::fmt;
 use std::io;
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{RawWaker, RawWakerVTable, Waker};
@@ -171,22 +171,15 @@ pub(crate) trait Body {
     unsafe fn publish_cancelled(&self);
 }
 
-/// A green thread's body as it is held by its control block. Not `Send`: the host
-/// green thread of `Runtime::run` borrows from its caller's stack and never leaves that
-/// thread; spawned green threads' bodies are `Send` by their public bounds.
-pub(crate) type Entry = Arc<dyn Body>;
+/// The host green thread's entry (`Runtime::run`): not `Send`, it borrows from its
+/// caller's stack (erased to `'static`, see host.rs) and never leaves that thread.
+pub(crate) type Entry = Box<dyn FnOnce(Start)>;
 
 /// A body that is only a closure taking the [`Start`], with nowhere to publish (the
 /// host green thread of `Runtime::run`, whose caller reads the outcome itself).
-pub(crate) struct FnBody<F>(UnsafeCell<Option<F>>);
+struct FnBody<F>(UnsafeCell<Option<F>>);
 
-impl<F: FnOnce(Start)> FnBody<F> {
-    pub(crate) fn new(f: F) -> FnBody<F> {
-        FnBody(UnsafeCell::new(Some(f)))
-    }
-}
-
-impl<F: FnOnce(Start)> Body for FnBody<F> {
+impl<F: FnOnce(Start) + 'static> Body for FnBody<F> {
     unsafe fn start(&self, start: Start) {
         // SAFETY: the caller holds the green thread RUNNING, so nobody else touches the
         // closure slot.
@@ -221,9 +214,6 @@ pub(crate) enum Home {
 /// Fields only the thread that currently runs the green thread may touch: the worker
 /// that popped it (before it has a home), then its home thread.
 struct RunState {
-    /// The closure (until it first runs) and where its outcome goes; kept until the
-    /// outcome is published, once the green thread has completely finished.
-    body: Option<Entry>,
     stack: Option<Stack>,
     /// The green thread's saved stack pointer while it is not running.
     sp: StackPointer,
@@ -235,8 +225,10 @@ struct RunState {
     slot: usize,
 }
 
-/// A green thread's control block, shared by its queues, wakers and JoinHandle.
-pub(crate) struct GreenThread {
+/// A green thread's control block, shared by its queues, wakers and JoinHandle, with
+/// its [`Body`] (closure and outcome) in the same allocation: `Arc<GreenThread>` is
+/// `Arc<GreenThread<dyn Body>>`, made from an `Arc<GreenThread<B>>` of the body's type.
+pub(crate) struct GreenThread<B: ?Sized = dyn Body> {
     pub(crate) state: State,
     pub(crate) identity: Green,
     pub(crate) stack_size: usize,
@@ -247,6 +239,13 @@ pub(crate) struct GreenThread {
     run: UnsafeCell<RunState>,
     #[cfg(feature = "tracing")]
     pub(crate) trace: crate::trace::GreenTrace,
+    /// `green_main::<B>`: the first Rust function on its stack, which knows `B`.
+    entry: arch::EntryFn,
+    /// `waker_vtable_of::<B>()`: its wakers' vtable, which knows `B`.
+    waker_vtable: &'static RawWakerVTable,
+    /// Its closure (until it first runs) and where its outcome goes. `start` is called
+    /// only by the RUNNING holder; the rest of it is `Sync` by its own bounds.
+    pub(crate) body: B,
 }
 
 // SAFETY: `state`, `identity` and `stack_size` are immutable or atomic; `home` is
@@ -259,17 +258,21 @@ pub(crate) struct GreenThread {
 // thread (public bounds), and the host green thread's non-Send entry never leaves its
 // creating thread. After the first run, only the home thread holds it, so a started
 // green thread and its stack never move between OS threads.
-unsafe impl Send for GreenThread {}
-// SAFETY: as above; shared access from other threads goes through `state` and `home`.
-unsafe impl Sync for GreenThread {}
+// The body's closure is used only by that holder too (`Body::start`), and a spawned
+// green thread's closure and result are `Send` by the public bounds; `entry` and
+// `waker_vtable` are immutable.
+unsafe impl<B: ?Sized> Send for GreenThread<B> {}
+// SAFETY: as above; shared access from other threads goes through `state` and `home`,
+// and, in the body, its packet (synchronised by its own protocol, join.rs).
+unsafe impl<B: ?Sized> Sync for GreenThread<B> {}
 
-impl GreenThread {
+impl<B: Body + 'static> GreenThread<B> {
     pub(crate) fn new(
         identity: Green,
         stack_size: usize,
-        body: Entry,
+        body: B,
         reservation: Option<Reservation>,
-    ) -> GreenThread {
+    ) -> GreenThread<B> {
         GreenThread {
             state: State::new_scheduled(),
             #[cfg(feature = "tracing")]
@@ -278,7 +281,6 @@ impl GreenThread {
             stack_size,
             home: UnsafeCell::new(None),
             run: UnsafeCell::new(RunState {
-                body: Some(body),
                 stack: None,
                 sp: ptr::null_mut(),
                 caller_sp: ptr::null_mut(),
@@ -286,9 +288,14 @@ impl GreenThread {
                 reservation,
                 slot: usize::MAX,
             }),
+            entry: green_main::<B>,
+            waker_vtable: waker_vtable_of::<B>(),
+            body,
         }
     }
+}
 
+impl GreenThread {
     /// Whether it has a stack (has been started).
     ///
     /// # Safety
@@ -307,16 +314,14 @@ impl GreenThread {
         // SAFETY: forwarded from the caller.
         let run = unsafe { &mut *self.run.get() };
         debug_assert!(run.stack.is_none());
-        if let Some(body) = &run.body {
-            // The closure's destructor and the result's are user code: never let a panic
-            // from them unwind into the scheduler.
-            // SAFETY: the caller holds it RUNNING.
-            if catch_unwind(AssertUnwindSafe(|| unsafe { body.start(start) })).is_err() {
-                abort_with("a green thread's closure or result panicked while being dropped");
-            }
+        // The closure's destructor and the result's are user code: never let a panic
+        // from them unwind into the scheduler.
+        // SAFETY: the caller holds it RUNNING.
+        if catch_unwind(AssertUnwindSafe(|| unsafe { self.body.start(start) })).is_err() {
+            abort_with("a green thread's closure or result panicked while being dropped");
         }
         drop(run.reservation.take());
-        publish(run.body.take());
+        self.body.publish();
     }
 
     /// Gives a fresh green thread its stack and home, ready for its first [`resume`].
@@ -327,11 +332,18 @@ impl GreenThread {
     pub(crate) unsafe fn prepare(this: &Arc<GreenThread>, stack: Stack, home: Home, slot: usize) {
         // SAFETY: forwarded from the caller.
         let run = unsafe { &mut *this.run.get() };
-        debug_assert!(run.stack.is_none() && run.body.is_some());
+        debug_assert!(run.stack.is_none());
         // SAFETY: `top` is the 16-byte-aligned end of a stack of at least 16 KiB that
-        // nothing else uses. The argument is the control block's address, which stays
-        // valid while the green thread runs because its resumer holds an Arc.
-        run.sp = unsafe { arch::init_stack(stack.top(), green_main, Arc::as_ptr(this) as *mut u8) };
+        // nothing else uses. The entry is `green_main::<B>` for the body type `B` this
+        // control block was made with, and the argument the control block's address,
+        // which stays valid while the green thread runs because its resumer holds an Arc.
+        run.sp = unsafe {
+            arch::init_stack(
+                stack.top(),
+                this.entry,
+                Arc::as_ptr(this) as *const u8 as *mut u8,
+            )
+        };
         run.stack = Some(stack);
         run.slot = slot;
         // SAFETY: no waker reads `home` before the green thread has run (see the field),
@@ -362,8 +374,7 @@ impl GreenThread {
     /// # Safety
     /// The caller holds it and it has finished (completed or never started).
     pub(crate) unsafe fn publish_outcome(&self) {
-        // SAFETY: forwarded from the caller.
-        publish(unsafe { (*self.run.get()).body.take() });
+        self.body.publish();
     }
 
     /// Forgets the stack of a green thread that will never finish, so nothing unmaps
@@ -378,26 +389,12 @@ impl GreenThread {
         // Its joiner must not wait forever: it ends, as far as anyone can see, cancelled.
         // (Its closure was moved onto the leaked stack when it started: it is never
         // dropped. The body's closure slot is empty.)
-        if let Some(body) = run.body.take() {
-            // SAFETY: the caller is its home thread and holds it; it will never run again.
-            unsafe { body.publish_cancelled() };
-        }
+        // SAFETY: the caller is its home thread and holds it; it will never run again.
+        unsafe { self.body.publish_cancelled() };
     }
 }
 
-/// Publishes an outcome and drops our reference to it. The reference may be the last
-/// (a detached JoinHandle): dropping it drops the user's result, whose destructor must
-/// not unwind into the scheduler.
-fn publish(outcome: Option<Entry>) {
-    if let Some(outcome) = outcome {
-        outcome.publish();
-        if catch_unwind(AssertUnwindSafe(move || drop(outcome))).is_err() {
-            abort_with("a green thread's result panicked while being dropped");
-        }
-    }
-}
-
-impl Drop for GreenThread {
+impl<B: ?Sized> Drop for GreenThread<B> {
     fn drop(&mut self) {
         let run = self.run.get_mut();
         // A stack still here belongs to a green thread that never finished: leak it
@@ -409,9 +406,10 @@ impl Drop for GreenThread {
 /// Creates the host green thread of `Runtime::run`: started on its own stack, at home
 /// on the calling thread, already RUNNING.
 pub(crate) fn new_host(entry: Entry, stack: Stack) -> Arc<GreenThread> {
-    let mut green = GreenThread::new(Green::new(None), stack.usable(), entry, None);
+    let body = FnBody(UnsafeCell::new(Some(entry)));
+    let mut green = GreenThread::new(Green::new(None), stack.usable(), body, None);
     green.state = State::new_running();
-    let green = Arc::new(green);
+    let green: Arc<GreenThread> = Arc::new(green);
     // SAFETY: it is RUNNING with no other holder, never started, and its home is this
     // thread, where `Runtime::run` resumes it.
     unsafe {
@@ -431,12 +429,12 @@ pub(crate) fn new_host(entry: Entry, stack: Stack) -> Arc<GreenThread> {
 
 thread_local! {
     /// The green thread running on this OS thread, or null in scheduler / plain code.
-    static CURRENT: Cell<*const GreenThread> = const { Cell::new(ptr::null()) };
+    static CURRENT: Cell<Option<NonNull<GreenThread>>> = const { Cell::new(None) };
 }
 
 /// The green thread running on this thread, if any.
 #[inline]
-pub(crate) fn current_ptr() -> *const GreenThread {
+pub(crate) fn current_ptr() -> Option<NonNull<GreenThread>> {
     CURRENT.get()
 }
 
@@ -444,15 +442,12 @@ pub(crate) fn current_ptr() -> *const GreenThread {
 /// page of the green thread running on this thread. Async-signal-safe: a const
 /// thread-local read and plain loads from that green thread's own control block.
 pub(crate) fn overflow_at(address: usize) -> Option<crate::overflow::Overflow> {
-    let green = CURRENT.get();
-    if green.is_null() {
-        return None;
-    }
+    let green = CURRENT.get()?;
     // SAFETY: CURRENT is non-null only while that green thread runs on this thread (and
     // the fault interrupted it), and its resumer holds an Arc to it. The green thread
     // touches its RunState only inside `switch_out`, which never faults on the guard
     // page, so reading it here races with nothing.
-    let green = unsafe { &*green };
+    let green = unsafe { green.as_ref() };
     // SAFETY: as above.
     let stack = unsafe { (*green.run.get()).stack.as_ref()? };
     if !stack.guard().contains(&address) {
@@ -473,7 +468,7 @@ pub(crate) fn overflow_at(address: usize) -> Option<crate::overflow::Overflow> {
 #[inline]
 pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     debug_assert!(green.state.load() & crate::state::RUNNING != 0);
-    let outer = CURRENT.replace(green);
+    let outer = CURRENT.replace(Some(NonNull::from(green)));
     #[cfg(feature = "tracing")]
     if crate::trace::listening() && green.trace.wants_slice() {
         // SAFETY: forwarded from the caller.
@@ -521,7 +516,7 @@ unsafe fn switch_in(green: &GreenThread) {
 
 /// Switches the running green thread back to its resumer; returns when resumed.
 /// Does not check for cancellation: see [`suspend`].
-fn switch_out(green: &GreenThread, why: Suspend) {
+fn switch_out<B: ?Sized>(green: &GreenThread<B>, why: Suspend) {
     let run = green.run.get();
     // SAFETY: we are that green thread, running on its stack, so we are the only
     // user of `run`; `caller_sp` was stored by the `resume` that is running us and that
@@ -554,22 +549,18 @@ pub(crate) fn check_cancelled(green: &GreenThread) {
 }
 
 /// The first Rust frame on every green stack, called by the arch trampoline.
-unsafe extern "sysv64" fn green_main(arg: *mut u8) -> ! {
-    // SAFETY: `arg` is the control block's address given to init_stack by `prepare`;
-    // the resumer holds an Arc to it for as long as we run.
-    let green = unsafe { &*(arg as *const GreenThread) };
-    // SAFETY: we are running, so we hold the RunState (see the Sync impl). The body
-    // stays there, untouched by anyone else, until it is published after our final
-    // switch out, so the pointer is valid while we use it.
-    let body: Option<*const dyn Body> =
-        unsafe { (*green.run.get()).body.as_ref().map(Arc::as_ptr) };
-    if let Some(body) = body {
-        // The body catches the closure's panic itself; what can still escape is a panic
-        // from dropping the result or payload. Unwinding must never reach the trampoline.
-        // SAFETY: see above; we are the green thread, running, on our stack.
-        if catch_unwind(AssertUnwindSafe(|| unsafe { (*body).start(Start::Run) })).is_err() {
-            abort_with("a green thread's result panicked while being dropped");
-        }
+///
+/// # Safety
+/// `arg` is the address of a `GreenThread<B>` (`prepare` passes the control block's
+/// address with `B`'s entry), held RUNNING by its resumer, which holds an Arc to it.
+unsafe extern "sysv64" fn green_main<B: Body>(arg: *mut u8) -> ! {
+    // SAFETY: see the function's contract.
+    let green = unsafe { &*(arg as *const GreenThread<B>) };
+    // The body catches the closure's panic itself; what can still escape is a panic
+    // from dropping the result or payload. Unwinding must never reach the trampoline.
+    // SAFETY: we are the green thread, running on our stack, so we hold it RUNNING.
+    if catch_unwind(AssertUnwindSafe(|| unsafe { green.body.start(Start::Run) })).is_err() {
+        abort_with("a green thread's result panicked while being dropped");
     }
     switch_out(green, Suspend::Complete);
     abort_with("greenrt bug: a finished green thread was resumed")
@@ -616,30 +607,41 @@ fn schedule_woken(green: Arc<GreenThread>) {
     }
 }
 
-static VTABLE: RawWakerVTable = RawWakerVTable::new(clone_raw, wake_raw, wake_by_ref_raw, drop_raw);
-
-unsafe fn clone_raw(ptr: *const ()) -> RawWaker {
-    // SAFETY: every RawWaker with this vtable holds a pointer from Arc::into_raw or is
-    // a borrowed one whose Arc outlives it (waker_ref); either way the count is >= 1.
-    unsafe { Arc::increment_strong_count(ptr as *const GreenThread) };
-    RawWaker::new(ptr, &VTABLE)
+/// The waker vtable for control blocks with a `B` body. A green thread's waker holds
+/// the address of its `GreenThread<B>` (thin) and this vtable, which knows `B`.
+fn waker_vtable_of<B: Body + 'static>() -> &'static RawWakerVTable {
+    &RawWakerVTable::new(
+        clone_raw::<B>,
+        wake_raw::<B>,
+        wake_by_ref_raw::<B>,
+        drop_raw::<B>,
+    )
 }
 
-unsafe fn wake_raw(ptr: *const ()) {
+unsafe fn clone_raw<B: Body + 'static>(ptr: *const ()) -> RawWaker {
+    // SAFETY: every RawWaker with this vtable holds the data address of an
+    // Arc<GreenThread<B>> (the same address whether seen through it or through the
+    // Arc<GreenThread> it was unsized to): from Arc::into_raw here, or borrowed from an
+    // Arc that outlives it (waker_ref); either way the count is >= 1.
+    unsafe { Arc::increment_strong_count(ptr as *const GreenThread<B>) };
+    RawWaker::new(ptr, waker_vtable_of::<B>())
+}
+
+unsafe fn wake_raw<B: Body + 'static>(ptr: *const ()) {
     // SAFETY: an owned waker: this consumes the count clone_raw added.
-    wake(unsafe { Arc::from_raw(ptr as *const GreenThread) });
+    wake(unsafe { Arc::from_raw(ptr as *const GreenThread<B>) });
 }
 
-unsafe fn wake_by_ref_raw(ptr: *const ()) {
+unsafe fn wake_by_ref_raw<B: Body + 'static>(ptr: *const ()) {
     // SAFETY: the count is >= 1 while the waker exists; we add one for the clone.
-    unsafe { Arc::increment_strong_count(ptr as *const GreenThread) };
+    unsafe { Arc::increment_strong_count(ptr as *const GreenThread<B>) };
     // SAFETY: consumes the count just added.
-    wake(unsafe { Arc::from_raw(ptr as *const GreenThread) });
+    wake(unsafe { Arc::from_raw(ptr as *const GreenThread<B>) });
 }
 
-unsafe fn drop_raw(ptr: *const ()) {
+unsafe fn drop_raw<B: Body + 'static>(ptr: *const ()) {
     // SAFETY: an owned waker gives back the count clone_raw added.
-    drop(unsafe { Arc::from_raw(ptr as *const GreenThread) });
+    drop(unsafe { Arc::from_raw(ptr as *const GreenThread<B>) });
 }
 
 /// A waker for the current green thread, borrowed: it adds no reference count until
@@ -648,8 +650,9 @@ unsafe fn drop_raw(ptr: *const ()) {
 /// # Safety
 /// `green` points into an `Arc<GreenThread>` that outlives the returned waker.
 pub(crate) unsafe fn waker_ref(green: &GreenThread) -> std::mem::ManuallyDrop<Waker> {
-    let raw = RawWaker::new(green as *const GreenThread as *const (), &VTABLE);
-    // SAFETY: the vtable functions uphold the RawWaker contract for Arc<GreenThread>
-    // pointers, and the caller guarantees the Arc outlives the waker.
+    let raw = RawWaker::new(green as *const GreenThread as *const (), green.waker_vtable);
+    // SAFETY: `waker_vtable` is `waker_vtable_of::<B>` for the `B` this control block
+    // was made with, whose functions uphold the RawWaker contract for the addresses of
+    // Arc<GreenThread<B>>s; the caller guarantees the Arc outlives the waker.
     std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
 }

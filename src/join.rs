@@ -12,8 +12,9 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -21,26 +22,33 @@ use std::task::{Context, Poll};
 ///
 /// One producer stores the outcome (the holder of the green thread or task RUNNING:
 /// the state word admits one at a time and orders their accesses), then [`publish`]
-/// sets `finished` (Release). The one consumer, the JoinHandle's poll, reads the outcome
-/// only after it saw `finished` (Acquire). So the two never touch `result` at once, and
-/// no lock is needed.
+/// sets FINISHED (Release). The one consumer, the JoinHandle, reads the outcome only
+/// after it saw FINISHED (Acquire). So the two never touch `result` at once, and no lock
+/// is needed.
+///
+/// An outcome nobody takes is dropped as soon as both are done with the packet, not
+/// with the allocation (which wakers may keep alive anywhere): by the JoinHandle's drop
+/// when it comes after the publish (on the user's thread, as if it took the outcome),
+/// else by the publish after it saw DETACHED, where a panicking destructor aborts rather
+/// than unwind into the worker. One atomic word decides which of the two does it.
 ///
 /// [`publish`]: Packet::publish
 pub(crate) struct Packet<T> {
-    finished: AtomicBool,
+    /// FINISHED | DETACHED.
+    state: AtomicU8,
     result: UnsafeCell<Option<std::thread::Result<T>>>,
     waiter: AtomicWaker,
 }
 
-// SAFETY: `result` is written only by the producer before `finished` is set and read
-// only by the consumer after it saw `finished` (see the type's docs); everything else is
-// atomic. The outcome moves from the producer's thread to the consumer's, so `T: Send`.
+// SAFETY: `result` is written only by the producer before FINISHED is set, and read
+// only after FINISHED by the consumer, or by the publisher after it saw DETACHED (the
+// consumer gone), never both (see the type's docs); everything else is atomic. The outcome moves from the producer's thread to the consumer's, so `T: Send`.
 unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
     pub(crate) fn new() -> Packet<T> {
         Packet {
-            finished: AtomicBool::new(false),
+            state: AtomicU8::new(0),
             result: UnsafeCell::new(None),
             waiter: AtomicWaker::new(),
         }
@@ -64,7 +72,7 @@ impl<T> Packet<T> {
     /// the packet alone), so no other thread stores at the same time.
     pub(crate) unsafe fn store(&self, result: std::thread::Result<T>) {
         // Relaxed: only producers set it, and they are ordered by the state word.
-        if self.finished.load(Ordering::Relaxed) {
+        if self.state.load(Ordering::Relaxed) & FINISHED != 0 {
             return;
         }
         // SAFETY: we are the producer and it is not published, so the consumer does not
@@ -76,7 +84,7 @@ impl<T> Packet<T> {
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & FINISHED != 0
     }
 
     /// Takes the outcome once it is published.
@@ -85,11 +93,11 @@ impl<T> Packet<T> {
     /// The caller is the consumer: its JoinHandle, polled through `&mut`, so one poll at
     /// a time.
     unsafe fn poll(&self, cx: &mut Context<'_>) -> Poll<std::thread::Result<T>> {
-        if !self.finished.load(Ordering::Acquire) {
+        if !self.is_finished() {
             self.waiter.register(cx.waker());
             // A publish between the first check and the registration took no waker (or
             // an old one): look again.
-            if !self.finished.load(Ordering::Acquire) {
+            if !self.is_finished() {
                 return Poll::Pending;
             }
         }
@@ -109,7 +117,21 @@ impl<T> Packet<T> {
 /// completely finished: its tracing slice exited, its stack given back.
 impl<T> Packet<T> {
     pub(crate) fn publish(&self) {
-        if self.finished.swap(true, Ordering::AcqRel) {
+        let prev = self.state.fetch_or(FINISHED, Ordering::AcqRel);
+        if prev & FINISHED != 0 {
+            return;
+        }
+        if prev & DETACHED != 0 {
+            // Nobody will take it: drop it now. User code, which must not unwind into
+            // the worker that published.
+            // SAFETY: DETACHED: the consumer is gone and will not read it (see the type's
+            // docs); we are the producer that stored it.
+            let result = unsafe { (*self.result.get()).take() };
+            if catch_unwind(AssertUnwindSafe(move || drop(result))).is_err() {
+                crate::green::abort_with(
+                    "a green thread's or task's result panicked while being dropped",
+                );
+            }
             return;
         }
         if let Some(waiter) = self.waiter.take() {
@@ -131,11 +153,28 @@ impl<T> Packet<T> {
     }
 }
 
-/// What a JoinHandle reads its outcome from: a packet, or an allocation holding one
-/// (a spawned green thread's cell, which also holds its closure until it first runs).
+/// What a JoinHandle reads its outcome from: a packet, or an allocation holding one (a
+/// spawned green thread's control block, a future task's cell).
 pub(crate) trait Outcome<T>: Send + Sync {
     fn packet(&self) -> &Packet<T>;
 }
+
+impl<T> Packet<T> {
+    /// The JoinHandle is gone: drops the outcome if it was published (it will not be
+    /// taken), or lets the publisher drop it.
+    ///
+    /// # Safety
+    /// As for [`Packet::poll`], and the caller never polls again.
+    unsafe fn detach(&self) {
+        if self.state.fetch_or(DETACHED, Ordering::AcqRel) & FINISHED != 0 {
+            // SAFETY: published, so the producer is done with it, and we are the consumer.
+            drop(unsafe { (*self.result.get()).take() });
+        }
+    }
+}
+
+const FINISHED: u8 = 1;
+const DETACHED: u8 = 2;
 
 impl<T: Send> Outcome<T> for Packet<T> {
     fn packet(&self) -> &Packet<T> {
@@ -255,6 +294,13 @@ impl<T> Future for JoinHandle<T> {
 }
 
 impl<T> Unpin for JoinHandle<T> {}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        // SAFETY: the handle is the packet's only consumer, and this is its last use.
+        unsafe { self.outcome.packet().detach() };
+    }
+}
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -212,10 +212,10 @@ pub fn sleep(duration: Duration) {
 /// # });
 /// ```
 pub fn current() -> Option<Green> {
-    let green = green::current_ptr();
-    // SAFETY: non-null only while that green thread runs on this thread, and its
-    // resumer holds an Arc to it.
-    (!green.is_null()).then(|| unsafe { (*green).identity.clone() })
+    let green = green::current_ptr()?;
+    // SAFETY: set only while that green thread runs on this thread, and its resumer
+    // holds an Arc to it.
+    Some(unsafe { green.as_ref() }.identity.clone())
 }
 
 /// Configures one green thread before spawning it, like `std::thread::Builder`.

@@ -88,7 +88,7 @@ pub(crate) fn current_handle() -> Option<Handle> {
 /// Whether this thread is a worker of, or hosts, any greenrt runtime, or is running a
 /// green thread.
 pub(crate) fn in_runtime_thread() -> bool {
-    !LOCAL.get().is_null() || !crate::green::current_ptr().is_null()
+    !LOCAL.get().is_null() || crate::green::current_ptr().is_some()
 }
 
 /// Whether this thread is a worker of `shared`'s runtime.

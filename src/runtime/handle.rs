@@ -104,19 +104,20 @@ impl Handle {
         }
         let reservation = reserve_place(&self.shared)?;
         let identity = Green::new(name);
-        // One allocation for the closure and the outcome, shared by the green thread
-        // (as its body) and the JoinHandle.
-        let cell = Arc::new(SpawnCell {
+        let body = SpawnCell {
             packet: Packet::new(),
             closure: UnsafeCell::new(Some(f)),
-        });
+        };
         let stack_size = stack_size.unwrap_or(self.shared.config.stack_size);
-        let green = Arc::new(GreenThread::new(
+        // One allocation: the control block with the closure and the outcome, which
+        // the JoinHandle reads through the same Arc.
+        let cell = Arc::new(GreenThread::new(
             identity.clone(),
             stack_size,
-            cell.clone(),
+            body,
             Some(reservation),
         ));
+        let green: Arc<GreenThread> = cell.clone();
         #[cfg(feature = "tracing")]
         crate::trace::sched_event("spawn", identity.id());
         self.shared.schedule(Task::Green(green.clone()));
@@ -124,25 +125,18 @@ impl Handle {
     }
 }
 
-/// A spawned green thread's closure, until it first runs, and its outcome: one
-/// allocation that its control block holds as its [`Body`] and its JoinHandle as its
-/// [`Outcome`].
-struct SpawnCell<F, T> {
+/// A spawned green thread's closure, until it first runs, and its outcome: the
+/// [`Body`] of its control block, which its JoinHandle holds as its [`Outcome`].
+pub(crate) struct SpawnCell<F, T> {
     packet: Packet<T>,
     /// Taken by the holder of the green thread RUNNING, at its first run.
     closure: UnsafeCell<Option<F>>,
 }
 
-// SAFETY: `closure` is touched only in `Body::start`, by the holder of the green thread
-// RUNNING, one at a time (state.rs), with AcqRel transitions between holders; the
-// JoinHandle reaches only `packet`, which is `Sync` for `T: Send`. The closure may be
-// taken on another thread than the spawner's, hence `F: Send`.
-unsafe impl<F: Send, T: Send> Sync for SpawnCell<F, T> {}
-
 impl<F, T> Body for SpawnCell<F, T>
 where
-    F: FnOnce() -> T + Send,
-    T: Send,
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
 {
     unsafe fn start(&self, start: Start) {
         // SAFETY: the caller holds the green thread RUNNING (see the Sync impl).
@@ -168,9 +162,16 @@ where
     }
 }
 
-impl<F: Send, T: Send> Outcome<T> for SpawnCell<F, T> {
+// `Send + Sync` (Outcome's supertraits) come from GreenThread's impls: the closure is
+// touched only by the RUNNING holder (`Body::start`), and the JoinHandle reaches only
+// the packet, which is `Sync` for `T: Send`.
+impl<F, T> Outcome<T> for GreenThread<SpawnCell<F, T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     fn packet(&self) -> &Packet<T> {
-        &self.packet
+        &self.body.packet
     }
 }
 
@@ -214,7 +215,7 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
     let mut finished = crate::stack::finished_count();
     let mut progress_at = std::time::Instant::now();
     while progress_at.elapsed() < PATIENCE {
-        let in_green = !crate::green::current_ptr().is_null() && !std::thread::panicking();
+        let in_green = crate::green::current_ptr().is_some() && !std::thread::panicking();
         if in_green {
             crate::yield_now();
         } else {

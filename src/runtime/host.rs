@@ -7,7 +7,7 @@
 
 use super::context::{self, Local};
 use super::Handle;
-use crate::green::{self, Body, Entry, FnBody, Start, Suspend};
+use crate::green::{self, Entry, Start, Suspend};
 use crate::stack::Stack;
 use crate::state::{AfterRun, SCHEDULED};
 use std::future::Future;
@@ -37,20 +37,19 @@ where
 
     let mut result: Option<std::thread::Result<T>> = None;
     let out: *mut Option<std::thread::Result<T>> = &mut result;
-    let entry: std::sync::Arc<dyn Body + '_> = std::sync::Arc::new(FnBody::new(move |start| {
+    let entry: Box<dyn FnOnce(Start) + '_> = Box::new(move |start| {
         debug_assert!(matches!(start, Start::Run));
         let outcome = catch_unwind(AssertUnwindSafe(f));
         // SAFETY: `out` points to `result` in `run`'s frame, which does not return (or
         // unwind) before this green thread has completed; nothing else touches it until
         // then.
         unsafe { *out = Some(outcome) };
-    }));
+    });
     // SAFETY: the entry borrows `f`'s captures and `result` from this frame. It is
     // erased to 'static only to fit the control block; `run` drives the green thread to
     // completion before returning, and aborts rather than unwind past it, so the entry
     // never outlives what it borrows. The entry is not Send and never leaves this thread.
-    let entry: Entry =
-        unsafe { std::mem::transmute::<std::sync::Arc<dyn Body + '_>, Entry>(entry) };
+    let entry: Entry = unsafe { std::mem::transmute::<Box<dyn FnOnce(Start) + '_>, Entry>(entry) };
 
     let green = green::new_host(entry, take_host_stack(handle));
 
