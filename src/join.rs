@@ -42,7 +42,8 @@ pub(crate) struct Packet<T> {
 
 // SAFETY: `result` is written only by the producer before FINISHED is set, and read
 // only after FINISHED by the consumer, or by the publisher after it saw DETACHED (the
-// consumer gone), never both (see the type's docs); everything else is atomic. The outcome moves from the producer's thread to the consumer's, so `T: Send`.
+// consumer gone), never both (see the type's docs); everything else is atomic. The
+// outcome moves from the producer's thread to the consumer's, so `T: Send`.
 unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
@@ -110,12 +111,13 @@ impl<T> Packet<T> {
     }
 }
 
-/// Makes a stored outcome visible: `is_finished()` turns true and the waiter wakes.
-///
-/// A green thread stores its outcome on its own stack but is *published* by its worker
-/// only after its last switch out, so that when `join()` returns the green thread has
-/// completely finished: its tracing slice exited, its stack given back.
 impl<T> Packet<T> {
+    /// Makes a stored outcome visible: `is_finished()` turns true and the waiter wakes
+    /// (or, when the JoinHandle is gone, the outcome is dropped).
+    ///
+    /// A green thread stores its outcome on its own stack but is *published* by its
+    /// worker only after its last switch out, so that when `join()` returns the green
+    /// thread has completely finished: its tracing slice exited, its stack given back.
     pub(crate) fn publish(&self) {
         let prev = self.state.fetch_or(FINISHED, Ordering::AcqRel);
         if prev & FINISHED != 0 {
@@ -161,14 +163,19 @@ pub(crate) trait Outcome<T>: Send + Sync {
 
 impl<T> Packet<T> {
     /// The JoinHandle is gone: drops the outcome if it was published (it will not be
-    /// taken), or lets the publisher drop it.
+    /// taken), or lets the publisher drop it. `polled`: the handle was polled, so a
+    /// waker of its may be registered; it is dropped here too, on the handle's thread,
+    /// rather than with the allocation wherever that goes.
     ///
     /// # Safety
     /// As for [`Packet::poll`], and the caller never polls again.
-    unsafe fn detach(&self) {
+    unsafe fn detach(&self, polled: bool) {
         if self.state.fetch_or(DETACHED, Ordering::AcqRel) & FINISHED != 0 {
             // SAFETY: published, so the producer is done with it, and we are the consumer.
             drop(unsafe { (*self.result.get()).take() });
+        }
+        if polled {
+            drop(self.waiter.take());
         }
     }
 }
@@ -217,6 +224,8 @@ pub struct JoinHandle<T> {
     /// `Send` and `Sync` exactly when `T: Send`, as when this held an `Arc<Packet<T>>`
     /// (`outcome` is `Send + Sync` whatever `T`).
     _output: PhantomData<Arc<Packet<T>>>,
+    /// Whether it was ever polled (so a waker may be registered in the packet).
+    polled: bool,
 }
 
 impl<T> JoinHandle<T> {
@@ -226,6 +235,7 @@ impl<T> JoinHandle<T> {
             target,
             green,
             _output: PhantomData,
+            polled: false,
         }
     }
 
@@ -286,7 +296,8 @@ impl<T> JoinHandle<T> {
 impl<T> Future for JoinHandle<T> {
     type Output = std::thread::Result<T>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.polled = true;
         // SAFETY: the handle is the packet's only consumer, and `&mut self` makes this
         // the only poll.
         unsafe { self.outcome.packet().poll(cx) }
@@ -298,7 +309,7 @@ impl<T> Unpin for JoinHandle<T> {}
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         // SAFETY: the handle is the packet's only consumer, and this is its last use.
-        unsafe { self.outcome.packet().detach() };
+        unsafe { self.outcome.packet().detach(self.polled) };
     }
 }
 
