@@ -36,11 +36,21 @@ fn run_case(case: &str) {
                 .ok();
         }),
         "unnamed" => rt.run(|| {
-            let handle = greenrt::spawn(|| recurse(0));
-            // One write: stderr is unbuffered, and the overflow on another worker can
-            // land between the pieces of a formatted print.
+            use std::sync::atomic::{AtomicBool, Ordering};
+            use std::sync::Arc;
+            // The green thread overflows only after the id line is out, so the two
+            // writes to stderr cannot interleave (it may run on the other worker).
+            let id_written = Arc::new(AtomicBool::new(false));
+            let go = id_written.clone();
+            let handle = greenrt::spawn(move || {
+                while !go.load(Ordering::Acquire) {
+                    greenrt::yield_now();
+                }
+                recurse(0)
+            });
             let line = format!("UNNAMED-ID={}\n", handle.green().id());
             std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).unwrap();
+            id_written.store(true, Ordering::Release);
             handle.join().ok();
         }),
         "null" => {
