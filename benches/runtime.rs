@@ -540,8 +540,31 @@ fn spawn_join(c: &mut Criterion) {
     let mut g = group(c, "spawn_join");
     g.sampling_mode(criterion::SamplingMode::Auto);
 
+    // The case: a green thread on a worker spawns a short green thread and joins
+    // it. The child lands in the worker's LIFO slot and join switches straight to it;
+    // its stack comes from the worker's pool. On 1 worker nobody else can take it; on 2
+    // the idle worker may be woken to look.
+    for workers in [1, WORKERS] {
+        let rt = greenrt_rt(workers);
+        g.bench_function(format!("green_on_worker_{workers}w"), |b| {
+            b.iter_custom(|iters| {
+                rt.spawn(move || {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        greenrt::spawn(|| black_box(1)).join().unwrap();
+                    }
+                    start.elapsed()
+                })
+                .join()
+                .unwrap()
+            })
+        });
+    }
+
     let rt = greenrt_rt(WORKERS);
-    g.bench_function("green_from_green", |b| {
+    // From the green thread `Runtime::run` hosts on the calling (non-worker) thread: the
+    // child goes to a worker, so each join waits for a cross-thread wake.
+    g.bench_function("green_from_run_host", |b| {
         b.iter_custom(|iters| {
             rt.run(|| {
                 let start = Instant::now();

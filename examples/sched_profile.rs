@@ -10,10 +10,14 @@
 //! Workloads (1 worker, so callgrind's serialisation of threads does not matter):
 //! - `yield N`: one green thread calls `yield_now` N times.
 //! - `spawn N`: a green thread spawns N empty green threads, then joins them.
+//! - `spawnjoin N`: a green thread spawns an empty green thread and joins it, N times
+//!   (spawn_join/green_on_worker_1w in benches/runtime.rs).
 //! - `pingpong N`: N round trips between two green threads over oneshot channels.
 //! - `spawnmany N [W]`, `async-spawnmany N [W]`, `tokio-spawnmany N [W]`: spawn_many
 //!   (as in benches/runtime.rs) with green threads, future tasks or tokio tasks, on
 //!   `W` workers; `ROUNDS=1` for callgrind.
+//! - `chained N [W]`, `tokio-chained N [W]`: chained_spawn (each spawns the next, `N`
+//!   deep) with green threads or tokio tasks on `W` workers; `ROUNDS` times.
 
 use futures::channel::oneshot;
 use greenrt::runtime::Builder;
@@ -75,6 +79,14 @@ fn main() {
                 let handles: Vec<_> = (0..n).map(|_| greenrt::spawn(|| {})).collect();
                 for handle in handles {
                     handle.join().unwrap();
+                }
+            })
+            .join()
+            .unwrap(),
+        "spawnjoin" => rt
+            .spawn(move || {
+                for _ in 0..n {
+                    greenrt::spawn(|| {}).join().unwrap();
                 }
             })
             .join()
@@ -194,6 +206,59 @@ fn main() {
                 println!("{:?}", start.elapsed());
             }
         }
-        other => panic!("unknown workload {other}: yield, spawn or pingpong"),
+        // chained_spawn as in benches/runtime.rs: each green thread spawns the next, `n`
+        // deep, started from the green thread `Runtime::run` hosts; ROUNDS times.
+        "chained" => {
+            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            for _ in 0..rounds {
+                let start = std::time::Instant::now();
+                let tx = tx.clone();
+                rt.run(|| {
+                    greenrt::spawn(move || green_chain(tx, n));
+                    rx.recv().unwrap();
+                });
+                println!("{:?}", start.elapsed());
+            }
+        }
+        // The same as "chained" on a tokio multi-thread runtime.
+        "tokio-chained" => {
+            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
+            let tokio = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            for _ in 0..rounds {
+                let start = std::time::Instant::now();
+                let tx = tx.clone();
+                tokio.block_on(async {
+                    tokio::spawn(async move { tokio_chain(tx, n) });
+                    rx.recv().unwrap();
+                });
+                println!("{:?}", start.elapsed());
+            }
+        }
+        other => panic!(
+            "unknown workload {other}: yield, spawn, spawnjoin, pingpong, yieldmany, spawnmany, \
+             async-spawnmany, tokio-spawnmany, chained or tokio-chained"
+        ),
+    }
+}
+
+fn green_chain(done: std::sync::mpsc::SyncSender<()>, n: usize) {
+    if n == 0 {
+        done.send(()).unwrap();
+    } else {
+        greenrt::spawn(move || green_chain(done, n - 1));
+    }
+}
+
+fn tokio_chain(done: std::sync::mpsc::SyncSender<()>, n: usize) {
+    if n == 0 {
+        done.send(()).unwrap();
+    } else {
+        tokio::spawn(async move { tokio_chain(done, n - 1) });
     }
 }
