@@ -494,10 +494,8 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
 #[inline(never)]
 #[cold]
 unsafe fn resume_traced(green: &GreenThread) {
-    let slice = crate::trace::Slice::enter(&green.trace);
     // SAFETY: forwarded from the caller.
-    unsafe { switch_in(green) };
-    drop(slice);
+    crate::trace::run_slice(&green.trace, || unsafe { switch_in(green) });
 }
 
 /// Switches from the resumer into `green` until it switches back.

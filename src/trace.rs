@@ -10,7 +10,7 @@
 //! created at spawn as a child of the spawner's current span, and it remembers the
 //! dispatcher that was the default where it was spawned.
 //!
-//! - Switch in ([`Slice::enter`], on the resumer's stack): if that dispatcher was a
+//! - Switch in ([`run_slice`], on the resumer's stack): if that dispatcher was a
 //!   scoped one (`set_default`), make it the default for this slice (on a worker it is
 //!   left installed for the next slices that use the same one, since `set_default`
 //!   costs a contended atomic; the worker restores its own default when it goes idle
@@ -19,7 +19,7 @@
 //!   worker (worker threads never enter spans themselves, so their base is "none"). Enter
 //!   the green thread's span, then re-enter, outermost first, the user spans it had
 //!   entered when it last switched out.
-//! - Switch out (dropping the [`Slice`]): exit every span above the green thread's own
+//! - Switch out (the rest of [`run_slice`]): exit every span above the green thread's own
 //!   span (or above the base when its own span is disabled), saving them, then exit its
 //!   own span and restore the previous default.
 //!
@@ -50,7 +50,7 @@ pub(crate) struct GreenTrace {
     saved: UnsafeCell<Vec<Id>>,
 }
 
-// SAFETY: the UnsafeCell fields are touched only in `Slice::enter` and `Slice`'s drop,
+// SAFETY: the UnsafeCell fields are touched only in `run_slice` and `wants_slice`,
 // which run on the thread resuming the green thread, and only one thread resumes a green
 // thread at a time (the state machine in state.rs; see GreenThread's Sync impl).
 unsafe impl Sync for GreenTrace {}
@@ -98,10 +98,10 @@ impl GreenTrace {
     /// resumer once [`listening`] is true. False for a green thread spawned while nobody
     /// listened as long as nobody listens where it is resumed, so such green threads
     /// skip the slice machinery; the answer is not cached, so a subscriber set later is
-    /// still adopted (see `Slice::enter_slow`).
+    /// still adopted (see `run_slice`).
     #[inline]
     pub(crate) fn wants_slice(&self) -> bool {
-        // SAFETY: only its resumer calls this, like `Slice::enter` (see the Sync impl).
+        // SAFETY: only its resumer calls this, like `run_slice` (see the Sync impl).
         if unsafe { (*self.dispatch.get()).is_some() } {
             return true;
         }
@@ -183,7 +183,26 @@ pub(crate) fn worker_idle() {
 /// Makes `dispatch` current on this thread for a slice. On workers a scoped one stays
 /// installed afterwards (see `INSTALLED`); returns a guard to drop at switch out only
 /// where it must not stay (hosts, and scoped dispatchers we cannot identify).
+#[inline]
 fn make_current(
+    dispatch: &Dispatch,
+    kind: Kind,
+    on_worker: bool,
+) -> Option<dispatcher::DefaultGuard> {
+    // The common cases, inline: nothing to change.
+    match (kind, on_worker) {
+        // Still installed from an earlier slice (keys are non-zero addresses).
+        (Kind::Scoped(key), true) if INSTALLED_KEY.get() == key => return None,
+        // The global default is current where no scoped one is installed.
+        (Kind::Global, true) if INSTALLED_KEY.get() == 0 => return None,
+        (Kind::Global, false) => return None,
+        _ => {}
+    }
+    make_current_slow(dispatch, kind, on_worker)
+}
+
+#[inline(never)]
+fn make_current_slow(
     dispatch: &Dispatch,
     kind: Kind,
     on_worker: bool,
@@ -227,108 +246,81 @@ pub(crate) fn listening() -> bool {
     dispatcher::has_been_set()
 }
 
-/// One slice of a green thread's execution, from switch in to switch out.
-pub(crate) struct Slice<'a> {
-    active: Option<Active<'a>>,
-}
-
-struct Active<'a> {
-    trace: &'a GreenTrace,
-    dispatch: &'a Dispatch,
-    own: Option<&'a Id>,
-    base: Option<Id>,
-    _default: Option<dispatcher::DefaultGuard>,
-}
-
-impl<'a> Slice<'a> {
-    /// Called by the resumer just before switching into the green thread.
-    #[inline]
-    pub(crate) fn enter(trace: &'a GreenTrace) -> Slice<'a> {
-        if !dispatcher::has_been_set() {
-            return Slice { active: None };
-        }
-        Slice {
-            active: Self::enter_slow(trace),
-        }
-    }
-
-    #[inline(never)]
-    fn enter_slow(trace: &'a GreenTrace) -> Option<Active<'a>> {
-        // SAFETY: we are the resumer (see the Sync impl): nobody else touches these.
-        let (dispatch_slot, kind, saved) = unsafe {
-            (
-                &mut *trace.dispatch.get(),
-                &mut *trace.kind.get(),
-                &*trace.saved.get(),
-            )
-        };
-        if dispatch_slot.is_none() {
-            // Spawned while nobody listened. If a (global) subscriber has been set since,
-            // adopt it now, so user spans entered from here on are still kept per green
-            // thread.
-            // Asked without cloning first: this runs at every switch of such a green
-            // thread for as long as nobody listens.
-            let current =
-                dispatcher::get_default(|d| (!d.is::<NoSubscriber>()).then(|| d.clone()))?;
-            *dispatch_slot = Some(current);
-            *kind = Kind::Global;
-        }
-        let dispatch = dispatch_slot.as_ref().expect("set above");
-        let on_worker =
-            crate::runtime::context::with_local(|l| l.worker.is_some()).unwrap_or(false);
-        let default = make_current(dispatch, *kind, on_worker);
-        let own = trace.own.as_ref();
-        let base = if own.is_none() && !on_worker {
-            dispatch.current_span().id().cloned()
-        } else {
-            None
-        };
-        if let Some(own) = own {
-            dispatch.enter(own);
-        }
-        for id in saved {
-            dispatch.enter(id);
-        }
-        Some(Active {
-            trace,
-            dispatch,
-            own,
-            base,
-            _default: default,
-        })
-    }
-}
-
-impl Drop for Slice<'_> {
-    fn drop(&mut self) {
-        if let Some(active) = self.active.take() {
-            active.exit();
-        }
-    }
-}
-
-impl Active<'_> {
-    fn exit(self) {
-        // SAFETY: we are the resumer (see the Sync impl).
-        let saved = unsafe { &mut *self.trace.saved.get() };
-        saved.clear();
-        let stop = self.own.or(self.base.as_ref());
-        loop {
-            let current = self.dispatch.current_span();
-            match current.id() {
-                Some(id) if Some(id) != stop => {
-                    let id = id.clone();
-                    self.dispatch.exit(&id);
-                    saved.push(id);
-                }
-                _ => break,
+/// Runs one slice of a green thread's execution: `switch` (the resumer switching into
+/// the green thread, returning when it switches out) wrapped in the green thread's
+/// tracing context. Called by the resumer once [`listening`] and
+/// [`GreenTrace::wants_slice`] said there is tracing work to do.
+///
+/// One function rather than a guard object: the slice's state (dispatcher, own span,
+/// base, restored default) stays in registers and locals across the switch instead of
+/// being built, moved and dropped as a struct, which was a third of the per-switch cost
+/// with a `fmt` subscriber. Nothing in between can unwind: the switch returns normally
+/// (a green thread's panics are caught on its own stack).
+#[inline]
+pub(crate) fn run_slice(trace: &GreenTrace, switch: impl FnOnce()) {
+    // SAFETY: we are the resumer (see the Sync impl): nobody else touches these.
+    let (dispatch_slot, kind, saved) = unsafe {
+        (
+            &mut *trace.dispatch.get(),
+            &mut *trace.kind.get(),
+            &mut *trace.saved.get(),
+        )
+    };
+    if dispatch_slot.is_none() {
+        // Spawned while nobody listened. If a (global) subscriber has been set since,
+        // adopt it now, so user spans entered from here on are still kept per green
+        // thread. Asked without cloning first: this runs at every switch of such a
+        // green thread for as long as nobody listens.
+        match dispatcher::get_default(|d| (!d.is::<NoSubscriber>()).then(|| d.clone())) {
+            Some(current) => {
+                *dispatch_slot = Some(current);
+                *kind = Kind::Global;
             }
+            None => return switch(),
         }
-        saved.reverse();
-        if let Some(own) = self.own {
-            self.dispatch.exit(own);
+    }
+    let dispatch = dispatch_slot.as_ref().expect("set above");
+    let on_worker = crate::runtime::context::on_worker();
+    let restore = make_current(dispatch, *kind, on_worker);
+    let own = trace.own.as_ref();
+    // Worker threads never enter spans themselves, so their base is "none".
+    let base = if own.is_none() && !on_worker {
+        dispatch.current_span().id().cloned()
+    } else {
+        None
+    };
+    if let Some(own) = own {
+        dispatch.enter(own);
+    }
+    for id in saved.iter() {
+        dispatch.enter(id);
+    }
+
+    switch();
+
+    // Switched out: exit (and save, innermost first) every span above the green
+    // thread's own span, or above the base when its own span is disabled.
+    saved.clear();
+    let stop = own.or(base.as_ref());
+    loop {
+        let current = dispatch.current_span();
+        match current.id() {
+            Some(id) if Some(id) != stop => {
+                let id = id.clone();
+                dispatch.exit(&id);
+                saved.push(id);
+            }
+            _ => break,
         }
-        // `_default` drops last, restoring the resumer's dispatcher.
+    }
+    saved.reverse();
+    if let Some(own) = own {
+        dispatch.exit(own);
+    }
+    // Last, restore the resumer's dispatcher (tested first: usually there is nothing to
+    // restore, and this keeps the guard's drop glue off that path).
+    if let Some(guard) = restore {
+        drop(guard);
     }
 }
 

@@ -91,6 +91,12 @@ pub(crate) fn in_runtime_thread() -> bool {
     !LOCAL.get().is_null() || crate::green::current_ptr().is_some()
 }
 
+/// Whether this thread is a worker of any greenrt runtime.
+#[cfg(feature = "tracing")]
+pub(crate) fn on_worker() -> bool {
+    with_local(|local| local.worker.is_some()).unwrap_or(false)
+}
+
 /// Whether this thread is a worker of `shared`'s runtime.
 pub(crate) fn is_worker_of(shared: &Arc<Shared>) -> bool {
     with_local(|local| local.worker_of(shared).is_some()).unwrap_or(false)
