@@ -268,22 +268,43 @@ impl Drop for Reservation {
     }
 }
 
-/// Reserves a place for one more unfinished green thread, in the process budget and,
-/// when `runtime_cap` is given, in a runtime's own cap.
-pub(crate) fn reserve(
-    runtime_cap: Option<(usize, &std::sync::Arc<AtomicUsize>)>,
-) -> io::Result<Reservation> {
-    let limit = process_limit();
-    if LIVE.fetch_add(1, Ordering::Relaxed) >= limit {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-        return Err(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            format!(
+/// Why [`reserve`] found no place. Cheap to make: spawners waiting for room retry
+/// often, and only the final failure becomes an `io::Error` ([`Exhausted::into_error`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exhausted {
+    /// The process budget (from the memory-map limit), with its size.
+    Process(usize),
+    /// A runtime's `max_green_threads`, with its value.
+    Runtime(usize),
+}
+
+impl Exhausted {
+    /// The error to report: what ran out and what to change.
+    pub(crate) fn into_error(self) -> io::Error {
+        let message = match self {
+            Exhausted::Process(limit) => format!(
                 "greenrt cannot spawn another green thread: {limit} are unfinished, the most \
                  whose stacks fit in this process's memory-map limit; let some finish, or \
                  raise `vm.max_map_count` (sysctl -w vm.max_map_count=262144)"
             ),
-        ));
+            Exhausted::Runtime(cap) => format!(
+                "greenrt cannot spawn another green thread: {cap} are unfinished, the \
+                 runtime's max_green_threads; let some finish or raise the setting"
+            ),
+        };
+        io::Error::new(io::ErrorKind::OutOfMemory, message)
+    }
+}
+
+/// Reserves a place for one more unfinished green thread, in the process budget and,
+/// when `runtime_cap` is given, in a runtime's own cap.
+pub(crate) fn reserve(
+    runtime_cap: Option<(usize, &std::sync::Arc<AtomicUsize>)>,
+) -> Result<Reservation, Exhausted> {
+    let limit = process_limit();
+    if LIVE.fetch_add(1, Ordering::Relaxed) >= limit {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        return Err(Exhausted::Process(limit));
     }
     let mut runtime_live = None;
     if let Some((cap, live)) = runtime_cap {
@@ -292,13 +313,7 @@ pub(crate) fn reserve(
             // Undo the process-wide place by hand: dropping a Reservation would count
             // as a green thread finishing, which spawners waiting for room watch for.
             LIVE.fetch_sub(1, Ordering::Relaxed);
-            return Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!(
-                    "greenrt cannot spawn another green thread: {cap} are unfinished, the \
-                     runtime's max_green_threads; let some finish or raise the setting"
-                ),
-            ));
+            return Err(Exhausted::Runtime(cap));
         }
         runtime_live = Some(live.clone());
     }

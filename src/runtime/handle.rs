@@ -224,7 +224,7 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
         }
         match crate::stack::reserve(cap) {
             Ok(reservation) => return Ok(reservation),
-            Err(e) => error = e,
+            Err(exhausted) => error = exhausted,
         }
         let now_finished = crate::stack::finished_count();
         if now_finished != finished {
@@ -232,5 +232,5 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
             progress_at = std::time::Instant::now();
         }
     }
-    Err(error)
+    Err(error.into_error())
 }
