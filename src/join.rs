@@ -5,7 +5,7 @@
 //! [`block_on`](crate::block_on) (which suspends a green caller and parks a plain
 //! thread), and `.await` polls the same packet.
 
-use crate::green::{Green, GreenThread};
+use crate::green::Green;
 use crate::task::FutureTask;
 use futures::task::AtomicWaker;
 use std::cell::UnsafeCell;
@@ -159,6 +159,12 @@ impl<T> Packet<T> {
 /// spawned green thread's control block, a future task's cell).
 pub(crate) trait Outcome<T>: Send + Sync {
     fn packet(&self) -> &Packet<T>;
+
+    /// Cancels the green thread whose control block this is (see
+    /// [`JoinHandle::abort`]); other outcomes have nothing to cancel here. Takes an Arc
+    /// so that the JoinHandle of a green thread needs no second Arc to its control
+    /// block just to cancel it.
+    fn cancel_green(self: Arc<Self>) {}
 }
 
 impl<T> Packet<T> {
@@ -191,7 +197,9 @@ impl<T: Send> Outcome<T> for Packet<T> {
 
 /// What a JoinHandle can cancel.
 pub(crate) enum Target {
-    Green(Arc<GreenThread>),
+    /// A green thread: its control block is the handle's outcome
+    /// ([`Outcome::cancel_green`]).
+    Green,
     Task(Arc<FutureTask>),
     /// Spawned after shutdown: already finished as cancelled.
     None,
@@ -282,10 +290,10 @@ impl<T> JoinHandle<T> {
     /// ```
     pub fn abort(&self) {
         match &self.target {
-            Target::Green(green) => {
+            Target::Green => {
                 #[cfg(feature = "tracing")]
-                crate::trace::sched_event("cancel", green.identity.id());
-                crate::green::cancel(green)
+                crate::trace::sched_event("cancel", self.green.id());
+                self.outcome.clone().cancel_green()
             }
             Target::Task(task) => task.cancel(),
             Target::None => {}

@@ -120,8 +120,8 @@ impl Handle {
         let green: Arc<GreenThread> = cell.clone();
         #[cfg(feature = "tracing")]
         crate::trace::sched_event("spawn", identity.id());
-        self.shared.schedule(Task::Green(green.clone()));
-        Ok(JoinHandle::new(cell, Target::Green(green), identity))
+        self.shared.schedule(Task::Green(green));
+        Ok(JoinHandle::new(cell, Target::Green, identity))
     }
 }
 
@@ -172,6 +172,11 @@ where
 {
     fn packet(&self) -> &Packet<T> {
         &self.body.packet
+    }
+
+    fn cancel_green(self: Arc<Self>) {
+        let green: Arc<GreenThread> = self;
+        crate::green::cancel(&green);
     }
 }
 
