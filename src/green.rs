@@ -267,6 +267,7 @@ unsafe impl<B: ?Sized> Send for GreenThread<B> {}
 unsafe impl<B: ?Sized> Sync for GreenThread<B> {}
 
 impl<B: Body + 'static> GreenThread<B> {
+    #[inline]
     pub(crate) fn new(
         identity: Green,
         stack_size: usize,
