@@ -35,65 +35,48 @@ use tracing::dispatcher::{self, Dispatch};
 use tracing::span::Id;
 use tracing::subscriber::NoSubscriber;
 
-/// A green thread's tracing state.
+/// A green thread's tracing state: nothing (a null pointer) for a green thread that has
+/// never had a listener, so spawning while nobody listens costs one store here;
+/// otherwise its [`Traced`] state, boxed.
 pub(crate) struct GreenTrace {
-    /// Keeps the span open for the green thread's life.
-    _span: tracing::Span,
-    /// The span's id; None when it is disabled (filtered out) or nobody listens.
-    own: Option<Id>,
-    /// The dispatcher current where it was spawned, once any dispatcher exists.
-    dispatch: UnsafeCell<Option<Dispatch>>,
-    /// Whether `dispatch` was the global default or a scoped one (which each slice must
-    /// make current).
-    kind: UnsafeCell<Kind>,
-    /// User spans entered when it last switched out, outermost first.
-    saved: UnsafeCell<Vec<Id>>,
+    traced: UnsafeCell<Option<Box<Traced>>>,
 }
 
-// SAFETY: the UnsafeCell fields are touched only in `run_slice` and `wants_slice`,
-// which run on the thread resuming the green thread, and only one thread resumes a green
-// thread at a time (the state machine in state.rs; see GreenThread's Sync impl).
+/// The tracing state of a green thread that has (or had) a listener.
+struct Traced {
+    /// Keeps the span open for the green thread's life.
+    _span: tracing::Span,
+    /// The span's id; None when it is disabled (filtered out), or for a green thread
+    /// that adopted a subscriber set after it was spawned (it has no span).
+    own: Option<Id>,
+    /// The dispatcher current where it was spawned, or the one it adopted.
+    dispatch: Dispatch,
+    /// Whether `dispatch` was the global default or a scoped one (which each slice must
+    /// make current).
+    kind: Kind,
+    /// User spans entered when it last switched out, outermost first.
+    saved: Vec<Id>,
+}
+
+// SAFETY: `traced` is touched only in `run_slice` and `wants_slice`, which run on the
+// thread resuming the green thread, and only one thread resumes a green thread at a
+// time (the state machine in state.rs; see GreenThread's Sync impl); the `Send` parts
+// inside (`Span`, `Dispatch`, `Id`s) move with it as its control block does.
 unsafe impl Sync for GreenTrace {}
 
 impl GreenTrace {
-    fn silent() -> GreenTrace {
-        GreenTrace {
-            _span: tracing::Span::none(),
-            own: None,
-            dispatch: UnsafeCell::new(None),
-            kind: UnsafeCell::new(Kind::Global),
-            saved: UnsafeCell::new(Vec::new()),
-        }
-    }
-
+    #[inline]
     pub(crate) fn new(identity: &Green) -> GreenTrace {
-        if !dispatcher::has_been_set() {
-            return GreenTrace::silent();
-        }
-        let dispatch = dispatcher::get_default(Dispatch::clone);
-        if dispatch.is::<NoSubscriber>() {
-            // A dispatcher existed once (e.g. a scoped one, since dropped), but nobody
-            // listens here now.
-            return GreenTrace::silent();
-        }
-        let span = tracing::debug_span!(
-            target: "greenrt::green",
-            "green",
-            id = identity.id().as_u64(),
-            name = identity.name().unwrap_or(""),
-        );
-        let kind = kind_of(&dispatch);
+        let traced = if dispatcher::has_been_set() {
+            Traced::new(identity)
+        } else {
+            None
+        };
         GreenTrace {
-            own: span.id(),
-            _span: span,
-            dispatch: UnsafeCell::new(Some(dispatch)),
-            kind: UnsafeCell::new(kind),
-            saved: UnsafeCell::new(Vec::new()),
+            traced: UnsafeCell::new(traced),
         }
     }
-}
 
-impl GreenTrace {
     /// Whether a slice of this green thread has tracing work to do; asked by its
     /// resumer once [`listening`] is true. False for a green thread spawned while nobody
     /// listened as long as nobody listens where it is resumed, so such green threads
@@ -102,10 +85,36 @@ impl GreenTrace {
     #[inline]
     pub(crate) fn wants_slice(&self) -> bool {
         // SAFETY: only its resumer calls this, like `run_slice` (see the Sync impl).
-        if unsafe { (*self.dispatch.get()).is_some() } {
+        if unsafe { (*self.traced.get()).is_some() } {
             return true;
         }
         !dispatcher::get_default(|d| d.is::<NoSubscriber>())
+    }
+}
+
+impl Traced {
+    /// The state of a green thread spawned here and now, or None when nobody listens
+    /// here (a dispatcher existed once, e.g. a scoped one since dropped).
+    #[cold]
+    fn new(identity: &Green) -> Option<Box<Traced>> {
+        let dispatch = dispatcher::get_default(Dispatch::clone);
+        if dispatch.is::<NoSubscriber>() {
+            return None;
+        }
+        let span = tracing::debug_span!(
+            target: "greenrt::green",
+            "green",
+            id = identity.id().as_u64(),
+            name = identity.name().unwrap_or(""),
+        );
+        let kind = kind_of(&dispatch);
+        Some(Box::new(Traced {
+            own: span.id(),
+            _span: span,
+            dispatch,
+            kind,
+            saved: Vec::new(),
+        }))
     }
 }
 
@@ -258,31 +267,37 @@ pub(crate) fn listening() -> bool {
 /// (a green thread's panics are caught on its own stack).
 #[inline]
 pub(crate) fn run_slice(trace: &GreenTrace, switch: impl FnOnce()) {
-    // SAFETY: we are the resumer (see the Sync impl): nobody else touches these.
-    let (dispatch_slot, kind, saved) = unsafe {
-        (
-            &mut *trace.dispatch.get(),
-            &mut *trace.kind.get(),
-            &mut *trace.saved.get(),
-        )
-    };
-    if dispatch_slot.is_none() {
-        // Spawned while nobody listened. If a (global) subscriber has been set since,
-        // adopt it now, so user spans entered from here on are still kept per green
-        // thread. Asked without cloning first: this runs at every switch of such a
-        // green thread for as long as nobody listens.
-        match dispatcher::get_default(|d| (!d.is::<NoSubscriber>()).then(|| d.clone())) {
-            Some(current) => {
-                *dispatch_slot = Some(current);
-                *kind = Kind::Global;
+    // SAFETY: we are the resumer (see the Sync impl): nobody else touches it.
+    let slot = unsafe { &mut *trace.traced.get() };
+    let traced = match slot {
+        Some(traced) => traced,
+        None => {
+            // Spawned while nobody listened. If a (global) subscriber has been set
+            // since, adopt it now, so user spans entered from here on are still kept
+            // per green thread. Asked without cloning first: this runs at every switch
+            // of such a green thread for as long as nobody listens.
+            match dispatcher::get_default(|d| (!d.is::<NoSubscriber>()).then(|| d.clone())) {
+                Some(dispatch) => slot.insert(Box::new(Traced {
+                    _span: tracing::Span::none(),
+                    own: None,
+                    dispatch,
+                    kind: Kind::Global,
+                    saved: Vec::new(),
+                })),
+                None => return switch(),
             }
-            None => return switch(),
         }
-    }
-    let dispatch = dispatch_slot.as_ref().expect("set above");
+    };
+    let Traced {
+        own,
+        dispatch,
+        kind,
+        saved,
+        ..
+    } = &mut **traced;
+    let own = own.as_ref();
     let on_worker = crate::runtime::context::on_worker();
     let restore = make_current(dispatch, *kind, on_worker);
-    let own = trace.own.as_ref();
     // Worker threads never enter spans themselves, so their base is "none".
     let base = if own.is_none() && !on_worker {
         dispatch.current_span().id().cloned()
