@@ -598,8 +598,31 @@ fn schedule_woken(green: Arc<GreenThread>) {
     // orders `prepare`'s write before this read, and nobody writes it again.
     match unsafe { &*green.home.get() } {
         Some(Home::Worker(shared, index)) => {
-            let shared = shared.clone();
-            shared.schedule_started(*index, green);
+            let index = *index;
+            // On its home worker (a wake from a green thread or task that shares the
+            // worker, the common case), the running worker's own handle keeps the
+            // runtime alive: no clone of `shared`, whose count every worker touches.
+            let on_home = crate::runtime::context::with_local(|local| {
+                local
+                    .worker
+                    .as_ref()
+                    .is_some_and(|core| core.index == index)
+                    && Arc::ptr_eq(&local.handle.shared, shared)
+            })
+            .unwrap_or(false);
+            if on_home {
+                // This thread's runtime state cannot have gone since the check above.
+                crate::runtime::context::with_local(|local| {
+                    local.handle.shared.schedule_started(index, green)
+                })
+                .expect("greenrt bug: a worker lost its runtime state while waking");
+            } else {
+                // Elsewhere the clone keeps the runtime alive until the push and the
+                // unpark are done, even if the green thread runs and is freed (and its
+                // runtime dropped) before `schedule_started` returns.
+                let shared = shared.clone();
+                shared.schedule_started(index, green);
+            }
         }
         Some(Home::Host(thread)) => thread.unpark(),
         None => unreachable!("greenrt bug: an idle green thread has no home"),
