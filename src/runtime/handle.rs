@@ -121,7 +121,8 @@ impl Handle {
                 body,
                 Some(reservation),
             ));
-        // SAFETY: written just above.
+        // SAFETY: `write` above initialised the whole value through the only reference
+        // to this fresh allocation; nothing has read it uninitialised.
         let cell = unsafe { cell.assume_init() };
         let green: Arc<GreenThread> = cell.clone();
         #[cfg(feature = "tracing")]
