@@ -111,7 +111,7 @@ fn main() {
         // `n` yields each), repeated 20 times; prints how many ran on each worker and
         // the time per round.
         "yieldmany" => {
-            for _ in 0..std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap()) {
+            for _ in 0..rounds() {
                 let start = std::time::Instant::now();
                 let handles: Vec<_> = (0..200)
                     .map(|_| {
@@ -133,7 +133,7 @@ fn main() {
         // spawn_many as in benches/runtime.rs: `n` spawns from the green thread that
         // `Runtime::run` hosts on this thread, the last one signals; ROUNDS times.
         "spawnmany" => {
-            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
+            let rounds = rounds();
             let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1000);
             let rem = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
             for _ in 0..rounds {
@@ -156,7 +156,7 @@ fn main() {
         }
         // The same as "spawnmany" with future tasks (`spawn_async`).
         "async-spawnmany" => {
-            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
+            let rounds = rounds();
             let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1000);
             let rem = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
             for _ in 0..rounds {
@@ -180,12 +180,8 @@ fn main() {
         // The same as "spawnmany" on a tokio multi-thread runtime, for an instruction
         // count to compare with.
         "tokio-spawnmany" => {
-            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
-            let tokio = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rounds = rounds();
+            let tokio = tokio_runtime(workers);
             let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1000);
             let rem = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
             for _ in 0..rounds {
@@ -209,7 +205,7 @@ fn main() {
         // chained_spawn as in benches/runtime.rs: each green thread spawns the next, `n`
         // deep, started from the green thread `Runtime::run` hosts; ROUNDS times.
         "chained" => {
-            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
+            let rounds = rounds();
             let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
             for _ in 0..rounds {
                 let start = std::time::Instant::now();
@@ -223,12 +219,8 @@ fn main() {
         }
         // The same as "chained" on a tokio multi-thread runtime.
         "tokio-chained" => {
-            let rounds = std::env::var("ROUNDS").map_or(20, |s| s.parse().unwrap());
-            let tokio = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rounds = rounds();
+            let tokio = tokio_runtime(workers);
             let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
             for _ in 0..rounds {
                 let start = std::time::Instant::now();
@@ -261,4 +253,18 @@ fn tokio_chain(done: std::sync::mpsc::SyncSender<()>, n: usize) {
     } else {
         tokio::spawn(async move { tokio_chain(done, n - 1) });
     }
+}
+
+/// A tokio multi-thread runtime with `workers` workers, for the tokio- modes.
+fn tokio_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// How many rounds the repeated modes run: `$ROUNDS`, default 20.
+fn rounds() -> usize {
+    std::env::var("ROUNDS").map_or(20, |s| s.parse().expect("ROUNDS: a count"))
 }
