@@ -16,6 +16,8 @@
 //! - `spawnmany N [W]`, `async-spawnmany N [W]`, `tokio-spawnmany N [W]`: spawn_many
 //!   (as in benches/runtime.rs) with green threads, future tasks or tokio tasks, on
 //!   `W` workers; `ROUNDS=1` for callgrind.
+//! - `pingpongmany N [W]`, `tokio-pingpongmany N [W]`: ping_pong as in the bench (`N`
+//!   pairs) with green threads or tokio tasks on `W` workers; `ROUNDS` times.
 //! - `chained N [W]`, `tokio-chained N [W]`: chained_spawn (each spawns the next, `N`
 //!   deep) with green threads or tokio tasks on `W` workers; `ROUNDS` times.
 
@@ -232,10 +234,78 @@ fn main() {
                 println!("{:?}", start.elapsed());
             }
         }
+        // ping_pong as in benches/runtime.rs: `n` pairs spawned from one green thread,
+        // each pair exchanging one message each way; ROUNDS times.
+        "pingpongmany" => {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            for _ in 0..rounds() {
+                let start = std::time::Instant::now();
+                let rem = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(n));
+                let tx = tx.clone();
+                rt.run(|| {
+                    greenrt::spawn(move || {
+                        for _ in 0..n {
+                            let (rem, tx) = (rem.clone(), tx.clone());
+                            greenrt::spawn(move || {
+                                let (tx1, rx1) = oneshot::channel::<()>();
+                                let (tx2, rx2) = oneshot::channel::<()>();
+                                greenrt::spawn(move || {
+                                    greenrt::block_on(rx1).unwrap();
+                                    tx2.send(()).unwrap();
+                                });
+                                tx1.send(()).unwrap();
+                                greenrt::block_on(rx2).unwrap();
+                                pair_done(&rem, &tx);
+                            });
+                        }
+                    });
+                    rx.recv().unwrap();
+                });
+                println!("{:?}", start.elapsed());
+            }
+        }
+        // The same as "pingpongmany" on a tokio multi-thread runtime.
+        "tokio-pingpongmany" => {
+            let tokio = tokio_runtime(workers);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            for _ in 0..rounds() {
+                let start = std::time::Instant::now();
+                let rem = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(n));
+                let tx = tx.clone();
+                tokio.block_on(async {
+                    tokio::spawn(async move {
+                        for _ in 0..n {
+                            let (rem, tx) = (rem.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let (tx1, rx1) = tokio::sync::oneshot::channel::<()>();
+                                let (tx2, rx2) = tokio::sync::oneshot::channel::<()>();
+                                tokio::spawn(async move {
+                                    rx1.await.unwrap();
+                                    tx2.send(()).unwrap();
+                                });
+                                tx1.send(()).unwrap();
+                                rx2.await.unwrap();
+                                pair_done(&rem, &tx);
+                            });
+                        }
+                    });
+                    rx.recv().unwrap();
+                });
+                println!("{:?}", start.elapsed());
+            }
+        }
         other => panic!(
             "unknown workload {other}: yield, spawn, spawnjoin, pingpong, yieldmany, spawnmany, \
-             async-spawnmany, tokio-spawnmany, chained or tokio-chained"
+             async-spawnmany, tokio-spawnmany, chained, tokio-chained, pingpongmany or \
+             tokio-pingpongmany"
         ),
+    }
+}
+
+/// The end of one ping_pong pair: the last one signals the round's end.
+fn pair_done(rem: &std::sync::atomic::AtomicUsize, done: &std::sync::mpsc::SyncSender<()>) {
+    if rem.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+        done.send(()).unwrap();
     }
 }
 

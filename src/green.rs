@@ -66,7 +66,8 @@ impl fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {}
 
-/// A green thread's or task's identifier: unique for the life of the process.
+/// A green thread's or task's identifier: unique for the life of the process. Ids are
+/// handed out in blocks per thread, so they do not follow spawn order across threads.
 ///
 /// ```
 /// # greenrt::runtime::Runtime::new().unwrap().run(|| {
@@ -80,8 +81,27 @@ pub struct GreenId(NonZeroU64);
 
 impl GreenId {
     pub(crate) fn next() -> GreenId {
+        /// Ids a thread takes from the process-wide counter at a time. Spawning is
+        /// hot on every worker at once, and one shared counter bumped per spawn is a
+        /// cache line the workers would pass back and forth.
+        const BLOCK: u64 = 1024;
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        thread_local! {
+            /// This thread's unused ids: `next..end`.
+            static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+        }
+        let id = IDS
+            .try_with(|ids| {
+                let (mut next, mut end) = ids.get();
+                if next == end {
+                    next = NEXT.fetch_add(BLOCK, Ordering::Relaxed);
+                    end = next + BLOCK;
+                }
+                ids.set((next + 1, end));
+                next
+            })
+            // This thread's locals are being destroyed: take a single id.
+            .unwrap_or_else(|_| NEXT.fetch_add(1, Ordering::Relaxed));
         GreenId(NonZeroU64::new(id).expect("GreenId counter wrapped"))
     }
 
@@ -225,6 +245,16 @@ struct RunState {
     slot: usize,
 }
 
+/// What a completed green thread leaves to its worker ([`GreenThread::take_finished`]).
+pub(crate) struct Finished {
+    /// Its stack, for the pool (`None` for a stack it never had).
+    pub(crate) stack: Option<Stack>,
+    /// Its index in the worker's live slots.
+    pub(crate) slot: usize,
+    /// Its place in the live budget (`None` for the host green thread).
+    pub(crate) reservation: Option<Reservation>,
+}
+
 /// A green thread's control block, shared by its queues, wakers and JoinHandle, with
 /// its [`Body`] (closure and outcome) in the same allocation: `Arc<GreenThread>` is
 /// `Arc<GreenThread<dyn Body>>`, made from an `Arc<GreenThread<B>>` of the body's type.
@@ -361,11 +391,14 @@ impl GreenThread {
     ///
     /// # Safety
     /// The caller holds it and it has switched out with [`Suspend::Complete`].
-    pub(crate) unsafe fn take_finished(&self) -> (Option<Stack>, usize) {
+    pub(crate) unsafe fn take_finished(&self) -> Finished {
         // SAFETY: forwarded from the caller.
         let run = unsafe { &mut *self.run.get() };
-        drop(run.reservation.take());
-        (run.stack.take(), run.slot)
+        Finished {
+            stack: run.stack.take(),
+            slot: run.slot,
+            reservation: run.reservation.take(),
+        }
     }
 
     /// Tells its JoinHandle it has finished. Called by its worker after its last switch

@@ -123,7 +123,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    runtime::current_or_panic("greenrt::spawn").spawn(f)
+    runtime::with_current_or_panic("greenrt::spawn", |handle| handle.spawn(f))
 }
 
 /// Spawns a future as a task on the current runtime's workers.
@@ -143,7 +143,7 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    runtime::current_or_panic("greenrt::spawn_async").spawn_async(future)
+    runtime::with_current_or_panic("greenrt::spawn_async", |handle| handle.spawn_async(future))
 }
 
 /// Waits for a future to complete and returns its output.
@@ -279,6 +279,8 @@ impl Builder {
             .stack_size
             .map(|bytes| stack::validate_stack_size(bytes, "Builder::stack_size"))
             .transpose()?;
-        runtime::current_or_panic("greenrt::Builder::spawn").spawn_green(self.name, stack_size, f)
+        runtime::with_current_or_panic("greenrt::Builder::spawn", |handle| {
+            handle.spawn_green(self.name, stack_size, f)
+        })
     }
 }

@@ -18,6 +18,7 @@
 //!   switch onto it for a stack switch; the registration lives exactly as long as the
 //!   mapping (pooled stacks stay registered) and is a no-op outside valgrind.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -174,10 +175,19 @@ impl Drop for Stack {
     }
 }
 
+/// Places in [`POOL_TOTAL_CAPACITY`] a pool takes from (or gives back to) the shared
+/// count at a time. Stacks go in and out of pools at every spawn and finish on every
+/// worker at once; one shared count bumped for each would be a cache line the workers
+/// pass back and forth.
+const POOL_PLACES_BATCH: usize = 32;
+
 /// A worker's cache of finished stacks of the runtime's default size.
 pub(crate) struct StackPool {
     size: usize,
     stacks: Vec<Stack>,
+    /// Places this pool holds in [`POOLED`] with no stack in them yet: `POOLED` is the
+    /// sum over all pools of `stacks.len() + spare`, so it bounds what they can hold.
+    spare: usize,
 }
 
 impl StackPool {
@@ -185,6 +195,7 @@ impl StackPool {
         StackPool {
             size,
             stacks: Vec::new(),
+            spare: 0,
         }
     }
 
@@ -192,7 +203,11 @@ impl StackPool {
     pub(crate) fn take(&mut self, usable: usize) -> io::Result<Stack> {
         if usable == self.size {
             if let Some(stack) = self.stacks.pop() {
-                POOLED.fetch_sub(1, Ordering::Relaxed);
+                self.spare += 1;
+                if self.spare > 2 * POOL_PLACES_BATCH {
+                    POOLED.fetch_sub(POOL_PLACES_BATCH, Ordering::Relaxed);
+                    self.spare -= POOL_PLACES_BATCH;
+                }
                 return Ok(stack);
             }
         }
@@ -205,17 +220,30 @@ impl StackPool {
         if stack.usable() != self.size || self.stacks.len() >= POOL_CAPACITY {
             return;
         }
-        if POOLED.fetch_add(1, Ordering::Relaxed) >= POOL_TOTAL_CAPACITY {
-            POOLED.fetch_sub(1, Ordering::Relaxed);
+        if self.spare == 0 && !self.take_places() {
             return;
         }
+        self.spare -= 1;
         self.stacks.push(stack);
+    }
+
+    /// Takes places in [`POOLED`] for `spare`: a batch, or a single one when a batch
+    /// would pass the process-wide capacity. False when there is no room at all.
+    fn take_places(&mut self) -> bool {
+        for batch in [POOL_PLACES_BATCH, 1] {
+            if POOLED.fetch_add(batch, Ordering::Relaxed) + batch <= POOL_TOTAL_CAPACITY {
+                self.spare += batch;
+                return true;
+            }
+            POOLED.fetch_sub(batch, Ordering::Relaxed);
+        }
+        false
     }
 }
 
 impl Drop for StackPool {
     fn drop(&mut self) {
-        POOLED.fetch_sub(self.stacks.len(), Ordering::Relaxed);
+        POOLED.fetch_sub(self.stacks.len() + self.spare, Ordering::Relaxed);
     }
 }
 
@@ -223,11 +251,29 @@ impl Drop for StackPool {
 // The live budget.
 // ---------------------------------------------------------------------------------
 
+/// Places taken in the process budget: by unfinished green threads, and spare in
+/// workers' [`SparePlaces`].
 static LIVE: AtomicUsize = AtomicUsize::new(0);
-/// Places ever given back: lets a spawner that found the budget full see progress.
+/// Places given back while a spawner might be waiting for one (the budget is tight, or
+/// the place was also in a runtime's cap): lets a spawner that found the budget full
+/// see progress.
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
 
-/// How many budget places have been released so far in this process.
+/// Places a worker takes from (and gives back to) the process budget at a time:
+/// spawning and finishing are hot on every worker at once, and [`LIVE`] bumped for
+/// each would be a cache line the workers pass back and forth.
+const SPARE_BATCH: usize = 32;
+/// With fewer free places than this, the budget is *tight*: workers keep no spares,
+/// and every place is taken and given back one at a time and counted in [`RELEASED`],
+/// so spawners waiting for room see each one. Covers the spares of 32 workers.
+const TIGHT_HEADROOM: usize = 32 * 2 * SPARE_BATCH;
+
+fn tight(live: usize) -> bool {
+    live + TIGHT_HEADROOM > process_limit()
+}
+
+/// How many budget places have been released so far in this process while the budget
+/// was tight or a runtime's cap was in play (the only times a spawner may be waiting).
 pub(crate) fn finished_count() -> usize {
     RELEASED.load(Ordering::Relaxed)
 }
@@ -253,18 +299,100 @@ fn process_limit() -> usize {
 }
 
 /// A place in the live budget, held by a green thread from spawn until it finishes.
+/// Dropping it gives the place back to the process budget; a worker gives a finished
+/// green thread's place to its [`SparePlaces`] instead.
 #[derive(Debug)]
 pub(crate) struct Reservation {
     runtime_live: Option<std::sync::Arc<AtomicUsize>>,
 }
 
+impl Reservation {
+    /// Gives back the place in the runtime's cap, if it holds one, and returns true if
+    /// it did (a spawner may be waiting for it).
+    fn release_runtime_place(&mut self) -> bool {
+        match self.runtime_live.take() {
+            Some(live) => {
+                live.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
+        self.release_runtime_place();
         LIVE.fetch_sub(1, Ordering::Relaxed);
         RELEASED.fetch_add(1, Ordering::Relaxed);
-        if let Some(live) = &self.runtime_live {
-            live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A worker's spare places in the process budget, taken from [`LIVE`] in batches of
+/// [`SPARE_BATCH`] and given back when more than two batches pile up, when the budget
+/// turns tight, or when the worker stops.
+#[derive(Debug, Default)]
+pub(crate) struct SparePlaces(Cell<usize>);
+
+impl SparePlaces {
+    /// Takes a place from the spares, refilling them with a batch when empty. False
+    /// when the budget is tight: the caller then takes a place on its own.
+    fn take(&self) -> bool {
+        let spare = self.0.get();
+        if spare > 0 {
+            self.0.set(spare - 1);
+            return true;
         }
+        let after = LIVE.fetch_add(SPARE_BATCH, Ordering::Relaxed) + SPARE_BATCH;
+        if tight(after) {
+            LIVE.fetch_sub(SPARE_BATCH, Ordering::Relaxed);
+            return false;
+        }
+        self.0.set(SPARE_BATCH - 1);
+        true
+    }
+
+    /// Takes back a place that [`take`](SparePlaces::take) gave out but nothing used.
+    fn untake(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+
+    /// Takes a finished green thread's place (whoever reserved it).
+    pub(crate) fn release(&self, mut reservation: Reservation) {
+        let waited_for = reservation.release_runtime_place();
+        // Its process place is ours now: dropping it would give the place back again.
+        std::mem::forget(reservation);
+        let spare = self.0.get() + 1;
+        if tight(LIVE.load(Ordering::Relaxed)) {
+            // Every place counts now: give back all spares, and show the progress.
+            self.0.set(0);
+            LIVE.fetch_sub(spare, Ordering::Relaxed);
+            RELEASED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if waited_for {
+            RELEASED.fetch_add(1, Ordering::Relaxed);
+        }
+        if spare > 2 * SPARE_BATCH {
+            LIVE.fetch_sub(SPARE_BATCH, Ordering::Relaxed);
+            self.0.set(spare - SPARE_BATCH);
+        } else {
+            self.0.set(spare);
+        }
+    }
+
+    /// Gives back every spare place if the budget is tight (a worker about to park,
+    /// whose spares nothing would return while it sleeps).
+    pub(crate) fn give_back_if_tight(&self) {
+        if self.0.get() > 0 && tight(LIVE.load(Ordering::Relaxed)) {
+            LIVE.fetch_sub(self.0.replace(0), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for SparePlaces {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(self.0.get(), Ordering::Relaxed);
     }
 }
 
@@ -296,15 +424,20 @@ impl Exhausted {
     }
 }
 
-/// Reserves a place for one more unfinished green thread, in the process budget and,
-/// when `runtime_cap` is given, in a runtime's own cap.
+/// Reserves a place for one more unfinished green thread, in the process budget (from
+/// `spares` when given and the budget is not tight) and, when `runtime_cap` is given,
+/// in a runtime's own cap.
 pub(crate) fn reserve(
     runtime_cap: Option<(usize, &std::sync::Arc<AtomicUsize>)>,
+    spares: Option<&SparePlaces>,
 ) -> Result<Reservation, Exhausted> {
-    let limit = process_limit();
-    if LIVE.fetch_add(1, Ordering::Relaxed) >= limit {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-        return Err(Exhausted::Process(limit));
+    let from_spare = spares.filter(|spares| spares.take());
+    if from_spare.is_none() {
+        let limit = process_limit();
+        if LIVE.fetch_add(1, Ordering::Relaxed) >= limit {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return Err(Exhausted::Process(limit));
+        }
     }
     let mut runtime_live = None;
     if let Some((cap, live)) = runtime_cap {
@@ -312,7 +445,12 @@ pub(crate) fn reserve(
             live.fetch_sub(1, Ordering::Relaxed);
             // Undo the process-wide place by hand: dropping a Reservation would count
             // as a green thread finishing, which spawners waiting for room watch for.
-            LIVE.fetch_sub(1, Ordering::Relaxed);
+            match from_spare {
+                Some(spares) => spares.untake(),
+                None => {
+                    LIVE.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
             return Err(Exhausted::Runtime(cap));
         }
         runtime_live = Some(live.clone());
@@ -366,10 +504,10 @@ mod tests {
     #[test]
     fn a_refused_reservation_is_not_counted_as_a_finished_green_thread() {
         let live = std::sync::Arc::new(AtomicUsize::new(0));
-        let held = reserve(Some((1, &live))).unwrap();
+        let held = reserve(Some((1, &live)), None).unwrap();
         let finished = finished_count();
         for _ in 0..10 {
-            assert!(reserve(Some((1, &live))).is_err());
+            assert!(reserve(Some((1, &live)), None).is_err());
         }
         // Other tests in this process may finish green threads meanwhile, but never ten
         // of ours: the refused attempts must not look like progress.
@@ -380,7 +518,62 @@ mod tests {
         assert_eq!(live.load(Ordering::Relaxed), 1);
         drop(held);
         assert_eq!(live.load(Ordering::Relaxed), 0);
-        assert!(reserve(Some((1, &live))).is_ok());
+        assert!(reserve(Some((1, &live)), None).is_ok());
+    }
+
+    #[test]
+    fn spare_places_refill_in_batches_and_give_back_the_surplus() {
+        let spares = SparePlaces::default();
+        let first = reserve(None, Some(&spares)).unwrap();
+        assert_eq!(
+            spares.0.get(),
+            SPARE_BATCH - 1,
+            "a batch taken, one place used"
+        );
+        spares.release(first);
+        assert_eq!(
+            spares.0.get(),
+            SPARE_BATCH,
+            "a finished place becomes spare"
+        );
+        // Places reserved elsewhere and finished here pile up; past two batches, one
+        // batch goes back to the process budget.
+        let elsewhere: Vec<_> = (0..2 * SPARE_BATCH)
+            .map(|_| reserve(None, None).unwrap())
+            .collect();
+        for reservation in elsewhere {
+            spares.release(reservation);
+        }
+        assert!(
+            (SPARE_BATCH..=2 * SPARE_BATCH).contains(&spares.0.get()),
+            "{} spare",
+            spares.0.get()
+        );
+    }
+
+    #[test]
+    fn a_refused_runtime_place_returns_its_spare() {
+        let spares = SparePlaces::default();
+        let live = std::sync::Arc::new(AtomicUsize::new(0));
+        let held = reserve(Some((1, &live)), Some(&spares)).unwrap();
+        let spare = spares.0.get();
+        assert_eq!(
+            reserve(Some((1, &live)), Some(&spares)).unwrap_err(),
+            Exhausted::Runtime(1)
+        );
+        assert_eq!(
+            spares.0.get(),
+            spare,
+            "the refused place went back to the spares"
+        );
+        assert_eq!(live.load(Ordering::Relaxed), 1);
+        spares.release(held);
+        assert_eq!(
+            live.load(Ordering::Relaxed),
+            0,
+            "the runtime place is given back"
+        );
+        assert_eq!(spares.0.get(), spare + 1);
     }
 
     #[test]
@@ -416,13 +609,13 @@ mod tests {
         let extra: Vec<_> = (0..8)
             .map(|_| Stack::new(DEFAULT_STACK_SIZE).unwrap())
             .collect();
-        let before = POOLED.load(Ordering::Relaxed);
         for stack in extra {
             pool.put(stack);
         }
         assert_eq!(pool.stacks.len(), 8);
+        // Other tests' pools share POOLED, but none gives back places this one holds.
         assert!(
-            POOLED.load(Ordering::Relaxed) >= before,
+            POOLED.load(Ordering::Relaxed) >= pool.stacks.len() + pool.spare,
             "pooled stacks are counted"
         );
         // Bounded: a pool already at capacity unmaps what it is given.

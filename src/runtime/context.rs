@@ -65,13 +65,21 @@ pub(crate) fn enter(local: &Local) -> EnterGuard {
 }
 
 /// Runs `f` with this thread's runtime state, if it has one.
+///
+/// `f` may switch green threads (a spawn waiting for room yields, for one) and keep the
+/// borrow across the switch: the `Local` lives in the frame of this thread's worker
+/// loop or `Runtime::run`, which outlives every green thread that runs on this thread
+/// while it is set (a worker unwinds its green threads before it returns; `run` drives
+/// its host green thread to completion), and a started green thread runs on no other
+/// thread.
 pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
     let local = LOCAL.get();
     if local.is_null() {
         return None;
     }
     // SAFETY: a non-null LOCAL points to a `Local` whose frame outlives the EnterGuard
-    // that set it (see `enter`), and we are on the thread that set it.
+    // that set it (see `enter`) and every green thread run under it (see above), and
+    // we are on the thread that set it.
     Some(f(unsafe { &*local }))
 }
 

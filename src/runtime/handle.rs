@@ -220,7 +220,15 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
         .config
         .max_green_threads
         .map(|cap| (cap, &shared.live_greens));
-    let mut error = match crate::stack::reserve(cap) {
+    // On a worker (of any runtime: the budget is the process's), from its spare places.
+    let reserve = || {
+        context::with_local(|local| {
+            let spares = local.worker.as_ref().map(|core| &core.spare_places);
+            crate::stack::reserve(cap, spares)
+        })
+        .unwrap_or_else(|| crate::stack::reserve(cap, None))
+    };
+    let mut error = match reserve() {
         Ok(reservation) => return Ok(reservation),
         Err(error) => error,
     };
@@ -234,7 +242,7 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
             // A plain thread cannot help; let the workers run instead of spinning.
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
-        match crate::stack::reserve(cap) {
+        match reserve() {
             Ok(reservation) => return Ok(reservation),
             Err(exhausted) => error = exhausted,
         }

@@ -88,8 +88,8 @@ where
     }
     std::mem::forget(bomb);
     // SAFETY: it completed; we hold it.
-    let (stack, _) = unsafe { green.take_finished() };
-    if let Some(stack) = stack {
+    let finished = unsafe { green.take_finished() };
+    if let Some(stack) = finished.stack {
         give_back_host_stack(handle, stack);
     }
     match result

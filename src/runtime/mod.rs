@@ -464,9 +464,17 @@ impl Drop for Runtime {
     }
 }
 
-/// Builds the runtime's default `Handle` for error messages and spawning helpers.
+/// The current runtime's `Handle` (a clone), for APIs that keep it; panics outside a
+/// runtime, naming `what`.
 pub(crate) fn current_or_panic(what: &str) -> Handle {
-    context::current_handle().unwrap_or_else(|| {
+    with_current_or_panic(what, Handle::clone)
+}
+
+/// Runs `f` with the current runtime's `Handle`, borrowed: spawning from a green thread
+/// or task then bumps no reference count that every worker shares. Panics outside a
+/// runtime, naming `what`.
+pub(crate) fn with_current_or_panic<R>(what: &str, f: impl FnOnce(&Handle) -> R) -> R {
+    context::with_local(|local| f(&local.handle)).unwrap_or_else(|| {
         panic!(
             "{what} called outside a greenrt runtime. Spawn from inside one (a green thread \
              or task, `Runtime::run`, `Runtime::block_on`, `#[greenrt::main]`), or use \

@@ -29,7 +29,7 @@
 use super::context::Local;
 use super::Shared;
 use crate::green::{self, GreenThread, Home, Start, Suspend};
-use crate::stack::StackPool;
+use crate::stack::{SparePlaces, StackPool};
 use crate::state::{AfterRun, CANCELLED};
 use crate::task::Task;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
@@ -121,6 +121,8 @@ pub(crate) struct Core {
     /// waking each other cannot starve the rest of the queues.
     lifo_streak: Cell<u32>,
     stacks: RefCell<StackPool>,
+    /// Places in the process's live budget for green threads spawned here.
+    pub(crate) spare_places: SparePlaces,
     live: RefCell<LiveTable>,
     tick: Cell<u32>,
     searching: Cell<bool>,
@@ -140,6 +142,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         lifo_full: Cell::new(false),
         lifo_streak: Cell::new(0),
         stacks: RefCell::new(StackPool::new(shared.config.stack_size)),
+        spare_places: SparePlaces::default(),
         live: RefCell::default(),
         tick: Cell::new(0),
         searching: Cell::new(false),
@@ -340,6 +343,8 @@ impl Core {
         if self.searching.replace(false) {
             self.shared.idle.stop_searching();
         }
+        // While it sleeps nothing would return its spares to a spawner short of room.
+        self.spare_places.give_back_if_tight();
         let idle = &self.shared.idle;
         idle.register_sleeper(self.index);
         let deadline = local.timers.borrow_mut().next_deadline();
@@ -529,10 +534,13 @@ impl Core {
     fn reclaim(&self, green: &GreenThread) {
         green.state.complete();
         // SAFETY: it switched out with Complete; we hold it.
-        let (stack, slot) = unsafe { green.take_finished() };
-        self.live.borrow_mut().remove(slot);
-        if let Some(stack) = stack {
+        let finished = unsafe { green.take_finished() };
+        self.live.borrow_mut().remove(finished.slot);
+        if let Some(stack) = finished.stack {
             self.stacks.borrow_mut().put(stack);
+        }
+        if let Some(reservation) = finished.reservation {
+            self.spare_places.release(reservation);
         }
         // SAFETY: as above.
         unsafe { green.publish_outcome() };
