@@ -224,8 +224,8 @@ pub(crate) enum Suspend {
 
 /// Who queues a green thread when it is woken: fixed at its first run.
 pub(crate) enum Home {
-    /// A worker of a runtime, by index.
-    Worker(Arc<crate::runtime::Shared>, usize),
+    /// A worker of a runtime.
+    Worker(Arc<crate::runtime::worker::WorkerHome>),
     /// The thread running `Runtime::run`, which parks until its one green thread is
     /// scheduled.
     Host(std::thread::Thread),
@@ -630,31 +630,27 @@ fn schedule_woken(green: Arc<GreenThread>) {
     // SAFETY: see the field: the transition to SCHEDULED that made us the scheduler
     // orders `prepare`'s write before this read, and nobody writes it again.
     match unsafe { &*green.home.get() } {
-        Some(Home::Worker(shared, index)) => {
-            let index = *index;
+        Some(Home::Worker(home)) => {
             // On its home worker (a wake from a green thread or task that shares the
-            // worker, the common case), the running worker's own handle keeps the
-            // runtime alive: no clone of `shared`, whose count every worker touches.
-            let on_home = crate::runtime::context::with_local(|local| {
-                local
+            // worker, the common case), the running worker keeps the runtime alive.
+            let mut green = Some(green);
+            crate::runtime::context::with_local(|local| {
+                let at_home = local
                     .worker
                     .as_ref()
-                    .is_some_and(|core| core.index == index)
-                    && Arc::ptr_eq(&local.handle.shared, shared)
-            })
-            .unwrap_or(false);
-            if on_home {
-                // This thread's runtime state cannot have gone since the check above.
-                crate::runtime::context::with_local(|local| {
-                    local.handle.shared.schedule_started(index, green)
-                })
-                .expect("greenrt bug: a worker lost its runtime state while waking");
-            } else {
+                    .filter(|core| Arc::ptr_eq(&core.home, home));
+                if let Some(core) = at_home {
+                    let green = green.take().expect("taken only here");
+                    local.handle.shared.schedule_started(core.index, green);
+                }
+            });
+            if let Some(green) = green {
                 // Elsewhere the clone keeps the runtime alive until the push and the
                 // unpark are done, even if the green thread runs and is freed (and its
-                // runtime dropped) before `schedule_started` returns.
-                let shared = shared.clone();
-                shared.schedule_started(index, green);
+                // runtime dropped) before `schedule_started` returns. It is a count of
+                // this one worker's, not the runtime's, which every worker would touch.
+                let home = home.clone();
+                home.shared.schedule_started(home.index, green);
             }
         }
         Some(Home::Host(thread)) => thread.unpark(),

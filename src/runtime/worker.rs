@@ -120,6 +120,8 @@ pub(crate) struct Core {
     /// How many units in a row came from `lifo`; capped so two green threads or tasks
     /// waking each other cannot starve the rest of the queues.
     lifo_streak: Cell<u32>,
+    /// What the green threads started here point to as their home.
+    pub(crate) home: Arc<WorkerHome>,
     stacks: RefCell<StackPool>,
     /// Places in the process's live budget for green threads spawned here.
     pub(crate) spare_places: SparePlaces,
@@ -130,6 +132,15 @@ pub(crate) struct Core {
 }
 
 /// Entry point of a worker thread.
+/// The home of the green threads a worker started: each holds a clone of its worker's
+/// `Arc<WorkerHome>`, which keeps the runtime alive for wakes from anywhere. One per
+/// worker, so starting and freeing green threads bumps a count only that worker
+/// touches, not the runtime's, which every worker shares.
+pub(crate) struct WorkerHome {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) index: usize,
+}
+
 pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
     crate::overflow::ensure_alt_stack();
     let _ = shared.workers[index].thread.set(std::thread::current());
@@ -141,6 +152,10 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         lifo: Cell::new(None),
         lifo_full: Cell::new(false),
         lifo_streak: Cell::new(0),
+        home: Arc::new(WorkerHome {
+            shared: shared.clone(),
+            index,
+        }),
         stacks: RefCell::new(StackPool::new(shared.config.stack_size)),
         spare_places: SparePlaces::default(),
         live: RefCell::default(),
@@ -442,7 +457,7 @@ impl Core {
         match stack {
             Ok(stack) => {
                 let slot = self.live.borrow_mut().insert(green.clone());
-                let home = Home::Worker(self.shared.clone(), self.index);
+                let home = Home::Worker(self.home.clone());
                 // SAFETY: we hold it RUNNING, it never started, and every later
                 // resume happens on this thread: its home is this worker.
                 unsafe { GreenThread::prepare(green, stack, home, slot) };
