@@ -70,7 +70,9 @@ pub(crate) fn warn_blocking_while_unwinding(green: &GreenThread, what: &str) {
     let _ = (green, what);
 }
 
-fn block_on_green<F: Future>(green: &GreenThread, fut: F) -> F::Output {
+/// Runs `fut` to completion on the running green thread `green`, suspending it while
+/// `fut` is pending. The caller checked that it is not unwinding.
+pub(crate) fn block_on_green<F: Future>(green: &GreenThread, fut: F) -> F::Output {
     let mut fut = pin!(fut);
     // SAFETY: `green` is the running green thread; its resumer holds an Arc to it for
     // as long as it runs, which covers this whole call.

@@ -640,8 +640,7 @@ fn schedule_woken(green: Arc<GreenThread>) {
                     .as_ref()
                     .filter(|core| Arc::ptr_eq(&core.home, home));
                 if let Some(core) = at_home {
-                    let green = green.take().expect("taken only here");
-                    local.handle.shared.schedule_started(core.index, green);
+                    core.schedule_started_here(green.take().expect("taken only here"));
                 }
             });
             if let Some(green) = green {

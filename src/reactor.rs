@@ -413,10 +413,11 @@ impl Reactor {
             }
             return Vec::new();
         }
-        let mut wake = Vec::new();
         if events.is_empty() {
-            return wake;
+            return Vec::new();
         }
+        // One allocation per poll rather than a growth step every few events.
+        let mut wake = Vec::with_capacity(events.iter().count());
         let slab = lock(&self.slab);
         for event in events.iter() {
             if event.token() == WAKER_TOKEN {

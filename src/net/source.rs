@@ -111,12 +111,14 @@ impl<S: AsRawFd> Source<S> {
         mut f: impl FnMut(&S) -> io::Result<R>,
         drained: impl Fn(&R) -> bool,
     ) -> io::Result<R> {
+        // A green thread that is unwinding must not switch (see `crate::bridge`): it
+        // waits like a plain thread.
         let green = match bridge::caller(what) {
-            Caller::Green(_) => !std::thread::panicking(),
-            Caller::Thread => false,
+            Caller::Green(green) if !std::thread::panicking() => Some(green),
+            _ => None,
         };
         let deadline = timeout.map(|t| Instant::now() + t);
-        if !green {
+        let Some(green) = green else {
             // A plain thread waits with poll(2) and leaves the reactor's bits alone.
             loop {
                 match f(&self.io) {
@@ -127,7 +129,7 @@ impl<S: AsRawFd> Source<S> {
                     return Err(timed_out());
                 }
             }
-        }
+        };
         loop {
             let seen = self.registration.get().map(|r| r.io.snapshot());
             // Known not ready (no event since a clear): skip the syscall, just wait.
@@ -148,14 +150,14 @@ impl<S: AsRawFd> Source<S> {
             if !may_wait(registration, seen, direction) {
                 continue;
             }
-            let ready = bridge::block_on_named(
+            let ready = bridge::block_on_green(
+                green,
                 WaitReady {
                     registration,
                     direction,
                     key: None,
                     sleep: deadline.map(crate::time::sleep_until),
                 },
-                what,
             );
             if !ready {
                 return Err(timed_out());
@@ -246,6 +248,9 @@ impl<S: AsRawFd> Source<S> {
 /// readiness arrived that the attempt may not have seen.
 fn may_wait(registration: &Registration, seen: Option<Snapshot>, direction: Direction) -> bool {
     match seen {
+        // Nothing to clear (the attempt was skipped): an event since the snapshot shows
+        // in the bits, which the wait checks before and after it registers.
+        Some(seen) if !seen.is_ready(direction) => true,
         Some(seen) => registration.io.clear_would_block(seen, direction),
         // Registered after the attempt: epoll reports the fd's current state as a first
         // event, so readiness now may be newer than the attempt.

@@ -92,23 +92,11 @@ impl Shared {
     /// Queues a started green thread woken from anywhere on its home worker `index`.
     pub(crate) fn schedule_started(self: &Arc<Self>, index: usize, green: Arc<GreenThread>) {
         let mut green = Some(green);
-        let mut displaced = false;
         context::with_local(|local| {
-            if let Some(core) = local.worker_of(self) {
-                if core.index == index {
-                    let green = green.take().expect("green");
-                    let runnable = worker::Runnable {
-                        green,
-                        yielded: false,
-                    };
-                    displaced = core.push_lifo(worker::Next::Started(runnable));
-                }
+            if let Some(core) = local.worker_of(self).filter(|core| core.index == index) {
+                core.schedule_started_here(green.take().expect("taken only here"));
             }
         });
-        // As in `schedule`: stealable work pushed out of the LIFO slot is worth a thief.
-        if displaced {
-            self.notify_one();
-        }
         if let Some(green) = green {
             self.workers[index].inbox.push(green);
             self.unpark_worker(index);

@@ -239,6 +239,19 @@ impl Core {
         self.pop_run_queue().map(Next::Started)
     }
 
+    /// Queues a woken green thread whose home is this worker to run next.
+    pub(crate) fn schedule_started_here(&self, green: Arc<GreenThread>) {
+        let displaced = self.push_lifo(Next::Started(Runnable {
+            green,
+            yielded: false,
+        }));
+        // As in `Shared::schedule`: stealable work pushed out of the LIFO slot is worth
+        // a thief.
+        if displaced {
+            self.shared.notify_one();
+        }
+    }
+
     /// Makes `next` the unit this worker runs next. Returns true when that displaced
     /// stealable work onto the deque, so an idle worker may want to know (a displaced
     /// started green thread goes to the private run queue: only this worker can run it).
