@@ -268,10 +268,6 @@ const SPARE_BATCH: usize = 32;
 /// so spawners waiting for room see each one. Covers the spares of 32 workers.
 const TIGHT_HEADROOM: usize = 32 * 2 * SPARE_BATCH;
 
-fn tight(live: usize) -> bool {
-    live + TIGHT_HEADROOM > process_limit()
-}
-
 /// How many budget places have been released so far in this process while the budget
 /// was tight or a runtime's cap was in play (the only times a spawner may be waiting).
 pub(crate) fn finished_count() -> usize {
@@ -331,30 +327,57 @@ impl Drop for Reservation {
 /// A worker's spare places in the process budget, taken from [`LIVE`] in batches of
 /// [`SPARE_BATCH`] and given back when more than two batches pile up, when the budget
 /// turns tight, or when the worker stops.
-#[derive(Debug, Default)]
-pub(crate) struct SparePlaces(Cell<usize>);
+#[derive(Debug)]
+pub(crate) struct SparePlaces {
+    spare: Cell<usize>,
+    /// The process limit (a parameter so that tests can make the budget tight).
+    limit: usize,
+}
+
+impl Default for SparePlaces {
+    fn default() -> SparePlaces {
+        SparePlaces::with_limit(process_limit())
+    }
+}
 
 impl SparePlaces {
+    fn with_limit(limit: usize) -> SparePlaces {
+        SparePlaces {
+            spare: Cell::new(0),
+            limit,
+        }
+    }
+
+    /// Whether `live` places taken leave fewer than [`TIGHT_HEADROOM`] free.
+    fn tight(&self, live: usize) -> bool {
+        live + TIGHT_HEADROOM > self.limit
+    }
+
     /// Takes a place from the spares, refilling them with a batch when empty. False
     /// when the budget is tight: the caller then takes a place on its own.
     fn take(&self) -> bool {
-        let spare = self.0.get();
+        let spare = self.spare.get();
         if spare > 0 {
-            self.0.set(spare - 1);
+            self.spare.set(spare - 1);
             return true;
         }
+        // Looked at first, so a tight budget is not overcounted, even for a moment, by a
+        // batch taken only to be given back.
+        if self.tight(LIVE.load(Ordering::Relaxed) + SPARE_BATCH) {
+            return false;
+        }
         let after = LIVE.fetch_add(SPARE_BATCH, Ordering::Relaxed) + SPARE_BATCH;
-        if tight(after) {
+        if self.tight(after) {
             LIVE.fetch_sub(SPARE_BATCH, Ordering::Relaxed);
             return false;
         }
-        self.0.set(SPARE_BATCH - 1);
+        self.spare.set(SPARE_BATCH - 1);
         true
     }
 
     /// Takes back a place that [`take`](SparePlaces::take) gave out but nothing used.
     fn untake(&self) {
-        self.0.set(self.0.get() + 1);
+        self.spare.set(self.spare.get() + 1);
     }
 
     /// Takes a finished green thread's place (whoever reserved it).
@@ -362,10 +385,10 @@ impl SparePlaces {
         let waited_for = reservation.release_runtime_place();
         // Its process place is ours now: dropping it would give the place back again.
         std::mem::forget(reservation);
-        let spare = self.0.get() + 1;
-        if tight(LIVE.load(Ordering::Relaxed)) {
+        let spare = self.spare.get() + 1;
+        if self.tight(LIVE.load(Ordering::Relaxed)) {
             // Every place counts now: give back all spares, and show the progress.
-            self.0.set(0);
+            self.spare.set(0);
             LIVE.fetch_sub(spare, Ordering::Relaxed);
             RELEASED.fetch_add(1, Ordering::Relaxed);
             return;
@@ -375,24 +398,24 @@ impl SparePlaces {
         }
         if spare > 2 * SPARE_BATCH {
             LIVE.fetch_sub(SPARE_BATCH, Ordering::Relaxed);
-            self.0.set(spare - SPARE_BATCH);
+            self.spare.set(spare - SPARE_BATCH);
         } else {
-            self.0.set(spare);
+            self.spare.set(spare);
         }
     }
 
     /// Gives back every spare place if the budget is tight (a worker about to park,
     /// whose spares nothing would return while it sleeps).
     pub(crate) fn give_back_if_tight(&self) {
-        if self.0.get() > 0 && tight(LIVE.load(Ordering::Relaxed)) {
-            LIVE.fetch_sub(self.0.replace(0), Ordering::Relaxed);
+        if self.spare.get() > 0 && self.tight(LIVE.load(Ordering::Relaxed)) {
+            LIVE.fetch_sub(self.spare.replace(0), Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for SparePlaces {
     fn drop(&mut self) {
-        LIVE.fetch_sub(self.0.get(), Ordering::Relaxed);
+        LIVE.fetch_sub(self.spare.get(), Ordering::Relaxed);
     }
 }
 
@@ -526,13 +549,13 @@ mod tests {
         let spares = SparePlaces::default();
         let first = reserve(None, Some(&spares)).unwrap();
         assert_eq!(
-            spares.0.get(),
+            spares.spare.get(),
             SPARE_BATCH - 1,
             "a batch taken, one place used"
         );
         spares.release(first);
         assert_eq!(
-            spares.0.get(),
+            spares.spare.get(),
             SPARE_BATCH,
             "a finished place becomes spare"
         );
@@ -545,10 +568,33 @@ mod tests {
             spares.release(reservation);
         }
         assert!(
-            (SPARE_BATCH..=2 * SPARE_BATCH).contains(&spares.0.get()),
+            (SPARE_BATCH..=2 * SPARE_BATCH).contains(&spares.spare.get()),
             "{} spare",
-            spares.0.get()
+            spares.spare.get()
         );
+    }
+
+    #[test]
+    fn a_tight_budget_keeps_no_spares() {
+        // A limit this low makes every amount of places taken tight.
+        let spares = SparePlaces::with_limit(0);
+        let reservation = reserve(None, Some(&spares)).unwrap();
+        assert_eq!(spares.spare.get(), 0, "no batch taken while tight");
+        // Spares from before the budget turned tight all go back at the next release.
+        LIVE.fetch_add(5, Ordering::Relaxed); // the places those spares stand for
+        spares.spare.set(5);
+        let released = finished_count();
+        spares.release(reservation);
+        assert_eq!(spares.spare.get(), 0, "all spares given back");
+        assert!(
+            finished_count() > released,
+            "the release counts as progress"
+        );
+        // And at a park.
+        spares.spare.set(3);
+        LIVE.fetch_add(3, Ordering::Relaxed); // the places those spares stand for
+        spares.give_back_if_tight();
+        assert_eq!(spares.spare.get(), 0);
     }
 
     #[test]
@@ -556,13 +602,13 @@ mod tests {
         let spares = SparePlaces::default();
         let live = std::sync::Arc::new(AtomicUsize::new(0));
         let held = reserve(Some((1, &live)), Some(&spares)).unwrap();
-        let spare = spares.0.get();
+        let spare = spares.spare.get();
         assert_eq!(
             reserve(Some((1, &live)), Some(&spares)).unwrap_err(),
             Exhausted::Runtime(1)
         );
         assert_eq!(
-            spares.0.get(),
+            spares.spare.get(),
             spare,
             "the refused place went back to the spares"
         );
@@ -573,7 +619,7 @@ mod tests {
             0,
             "the runtime place is given back"
         );
-        assert_eq!(spares.0.get(), spare + 1);
+        assert_eq!(spares.spare.get(), spare + 1);
     }
 
     #[test]
