@@ -123,7 +123,8 @@ pub(crate) struct Core {
     /// What the green threads started here point to as their home.
     pub(crate) home: Arc<WorkerHome>,
     stacks: RefCell<StackPool>,
-    /// Places in the process's live budget for green threads spawned here.
+    /// Spare places in the process's live budget, for green threads spawned on this
+    /// thread (into any runtime: the budget is the process's).
     pub(crate) spare_places: SparePlaces,
     live: RefCell<LiveTable>,
     tick: Cell<u32>,
@@ -131,7 +132,6 @@ pub(crate) struct Core {
     rng: Cell<u32>,
 }
 
-/// Entry point of a worker thread.
 /// The home of the green threads a worker started: each holds a clone of its worker's
 /// `Arc<WorkerHome>`, which keeps the runtime alive for wakes from anywhere. One per
 /// worker, so starting and freeing green threads bumps a count only that worker
@@ -141,6 +141,7 @@ pub(crate) struct WorkerHome {
     pub(crate) index: usize,
 }
 
+/// Entry point of a worker thread.
 pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
     crate::overflow::ensure_alt_stack();
     let _ = shared.workers[index].thread.set(std::thread::current());
