@@ -646,10 +646,10 @@ fn schedule_woken(green: Arc<GreenThread>) {
             if let Some(green) = green {
                 // Elsewhere the clone keeps the runtime alive until the push and the
                 // unpark are done, even if the green thread runs and is freed (and its
-                // runtime dropped) before `schedule_started` returns. It is a count of
-                // this one worker's, not the runtime's, which every worker would touch.
+                // runtime dropped) before `send_home` returns. It is a count of this
+                // one worker's, not the runtime's, which every worker would touch.
                 let home = home.clone();
-                home.shared.schedule_started(home.index, green);
+                home.shared.send_home(home.index, green);
             }
         }
         Some(Home::Host(thread)) => thread.unpark(),

@@ -89,18 +89,12 @@ impl Shared {
         }
     }
 
-    /// Queues a started green thread woken from anywhere on its home worker `index`.
-    pub(crate) fn schedule_started(self: &Arc<Self>, index: usize, green: Arc<GreenThread>) {
-        let mut green = Some(green);
-        context::with_local(|local| {
-            if let Some(core) = local.worker_of(self).filter(|core| core.index == index) {
-                core.schedule_started_here(green.take().expect("taken only here"));
-            }
-        });
-        if let Some(green) = green {
-            self.workers[index].inbox.push(green);
-            self.unpark_worker(index);
-        }
+    /// Queues a started green thread, woken on a thread other than its home worker
+    /// `index`, in that worker's inbox. (On the home worker itself,
+    /// `Core::schedule_started_here` queues it directly.)
+    pub(crate) fn send_home(&self, index: usize, green: Arc<GreenThread>) {
+        self.workers[index].inbox.push(green);
+        self.unpark_worker(index);
     }
 
     /// Wakes one parked worker if nobody is searching for work.
