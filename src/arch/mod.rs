@@ -9,6 +9,9 @@
 //! - [`init_stack`] lays out a fresh stack so that the first `switch` to it "returns"
 //!   into a trampoline that calls the green thread's entry function.
 //!
+//! Beside them, [`prefetch`]: a cache hint the scheduler gives for the context it will
+//! switch to next.
+//!
 //! It must never allocate, lock, panic or know what a green thread is: callers pass raw
 //! stack pointers and keep every invariant about who may resume what (see `green.rs`).
 //!
@@ -19,7 +22,7 @@
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86_64::{init_stack, init_stack_naked, switch, switch_naked};
+pub(crate) use x86_64::{init_stack, init_stack_naked, prefetch, switch, switch_naked};
 
 #[cfg(not(all(target_arch = "x86_64", unix)))]
 compile_error!(

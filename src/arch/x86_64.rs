@@ -86,6 +86,25 @@ pub(crate) unsafe fn switch(from: *mut StackPointer, to: StackPointer) {
     }
 }
 
+/// Asks the CPU to bring the cache line holding `addr` towards L1, without waiting.
+///
+/// A hint only: `prefetcht0` reads nothing architecturally and never faults, so any
+/// address (null, unmapped, dangling) is fine. The scheduler uses it to start the cache
+/// misses of the green thread it will run next while the current one still runs.
+#[inline(always)]
+pub(crate) fn prefetch(addr: *const u8) {
+    // SAFETY: `prefetcht0` has no architectural effect (no load, no fault, no register
+    // or flag written), so it is sound for every address; `nostack`, `readonly` and
+    // `preserves_flags` say exactly that to the compiler.
+    unsafe {
+        core::arch::asm!(
+            "prefetcht0 [{addr}]",
+            addr = in(reg) addr,
+            options(nostack, readonly, preserves_flags),
+        )
+    }
+}
+
 /// First code run on a fresh stack: the first [`switch`] jumps here with the entry's
 /// argument and the entry function on top of the stack (placed by [`init_stack`]).
 #[unsafe(naked)]
