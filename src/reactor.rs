@@ -43,9 +43,11 @@
 //! Waiters, per direction: one *slot* for `AsyncRead`/`AsyncWrite` (each poll replaces
 //! the waker, like tokio: only the last poller of a direction is woken) and *keyed*
 //! entries for everything else (green threads in `do_io`, the accept/recv/connect
-//! futures), which their owner removes when it stops waiting. So a wait that is
-//! abandoned (a timeout, a dropped future, a cancelled green thread or task) drops its
-//! waker, and what that waker keeps alive, at once rather than at the next event.
+//! futures). A dispatch frees the keyed entries it takes; an owner that stops waiting
+//! for any other reason frees its own ([`WaiterKey`] says how it tells, without the
+//! lock in the common case). So a wait that is abandoned (a timeout, a dropped future,
+//! a cancelled green thread or task) drops its waker, and what that waker keeps alive,
+//! at once rather than at the next event.
 //!
 //! Nothing here runs user code except wakers, and those are woken after every lock of
 //! this module is released, each through [`crate::wake::wake_catching_panics`]: one
@@ -106,60 +108,115 @@ pub(crate) struct ScheduledIo {
 pub(crate) enum Waiter<'a> {
     /// The direction's one `AsyncRead`/`AsyncWrite` slot: each poll replaces it.
     Slot,
-    /// A keyed entry, allocated into `*key` on first use; its owner must call
-    /// [`ScheduledIo::remove_waiter`] with the key when it stops waiting.
-    Keyed(&'a mut Option<usize>),
+    /// A keyed entry, allocated on first use; its owner must call
+    /// [`ScheduledIo::release_waiter`] with the key when it stops waiting.
+    Keyed(&'a mut WaiterKey),
+}
+
+/// A keyed waiter's claim on its entry.
+///
+/// Who frees the entry: a dispatch frees every keyed entry it takes the waker from, so
+/// the owner of a wait that an event ended has nothing left to do; the owner frees it
+/// when it stops waiting for any other reason (a timeout, a cancel, a dropped future).
+/// The owner tells the two apart without the lock ([`ScheduledIo::release_waiter`]):
+/// `armed` says the last registration's recheck found the direction not ready, and only
+/// a dispatch sets readiness bits, so bits seen set later mean a dispatch updated the
+/// word after that recheck, and that dispatch locks the waiters after our registration
+/// and takes our entry (or has taken it). Otherwise the owner locks and frees the entry,
+/// if it is still its own: the ticket tells an entry that a dispatch freed and another
+/// waiter was given since.
+#[derive(Debug, Default)]
+pub(crate) struct WaiterKey {
+    /// Index and ticket of the entry, once registered.
+    entry: Option<(usize, u64)>,
+    armed: bool,
+}
+
+impl WaiterKey {
+    /// Whether it may hold an entry: a registration happened and was not released.
+    pub(crate) fn holds_entry(&self) -> bool {
+        self.entry.is_some()
+    }
 }
 
 /// The waiters of one direction.
 #[derive(Default)]
 struct Waiters {
     slot: Option<Waker>,
-    /// Keyed entries: `Some(None)` is allocated with no waker (taken by a wake, or not
-    /// registered yet); `None` is free, with its index in `free`.
-    keyed: Vec<Option<Option<Waker>>>,
+    /// Keyed entries: an entry with a waker is allocated (to the key holding its
+    /// ticket); one without is free, with its index in `free`.
+    keyed: Vec<KeyedEntry>,
     free: Vec<usize>,
+    /// The ticket the next allocated entry gets (never reused: a u64 does not wrap).
+    next_ticket: u64,
+}
+
+#[derive(Default)]
+struct KeyedEntry {
+    ticket: u64,
+    waker: Option<Waker>,
 }
 
 impl Waiters {
-    fn register(&mut self, waiter: Waiter<'_>, waker: &Waker) {
-        let entry = match waiter {
-            Waiter::Slot => &mut self.slot,
-            Waiter::Keyed(key) => {
-                let index = match *key {
-                    Some(index) => index,
-                    None => {
-                        let index = match self.free.pop() {
-                            Some(index) => index,
-                            None => {
-                                self.keyed.push(None);
-                                self.keyed.len() - 1
-                            }
-                        };
-                        self.keyed[index] = Some(None);
-                        *key = Some(index);
-                        index
-                    }
-                };
-                self.keyed[index].get_or_insert(None)
-            }
+    /// Registers `waker` as `waiter`; returns the keyed waiter's key, if it was one.
+    fn register<'a>(&mut self, waiter: Waiter<'a>, waker: &Waker) -> Option<&'a mut WaiterKey> {
+        let (entry, key) = match waiter {
+            Waiter::Slot => (&mut self.slot, None),
+            Waiter::Keyed(key) => (self.keyed_entry(key), Some(key)),
         };
         match entry {
             Some(old) if old.will_wake(waker) => {}
             _ => *entry = Some(waker.clone()),
         }
+        key
     }
 
-    fn remove(&mut self, key: usize) -> Option<Waker> {
-        let waker = self.keyed.get_mut(key)?.take()?;
-        self.free.push(key);
-        waker
+    /// The waker of `key`'s entry: the one it holds, or a newly allocated one.
+    fn keyed_entry(&mut self, key: &mut WaiterKey) -> &mut Option<Waker> {
+        let held = key.entry.filter(|&(index, ticket)| {
+            let entry = &self.keyed[index];
+            entry.ticket == ticket && entry.waker.is_some()
+        });
+        let index = match held {
+            Some((index, _)) => index,
+            None => {
+                let index = match self.free.pop() {
+                    Some(index) => index,
+                    None => {
+                        self.keyed.push(KeyedEntry::default());
+                        self.keyed.len() - 1
+                    }
+                };
+                self.next_ticket += 1;
+                self.keyed[index].ticket = self.next_ticket;
+                key.entry = Some((index, self.next_ticket));
+                index
+            }
+        };
+        &mut self.keyed[index].waker
     }
 
-    /// Takes every waker; keyed entries stay allocated to their owners.
+    /// Frees `key`'s entry if it still holds it, returning its waker.
+    fn remove(&mut self, key: &mut WaiterKey) -> Option<Waker> {
+        let (index, ticket) = key.entry.take()?;
+        let entry = &mut self.keyed[index];
+        if entry.ticket != ticket {
+            return None;
+        }
+        let waker = entry.waker.take()?;
+        self.free.push(index);
+        Some(waker)
+    }
+
+    /// Takes every waker and frees every keyed entry (see [`WaiterKey`]).
     fn take_all(&mut self, wake: &mut Vec<Waker>) {
         wake.extend(self.slot.take());
-        wake.extend(self.keyed.iter_mut().filter_map(|e| e.as_mut()?.take()));
+        for (index, entry) in self.keyed.iter_mut().enumerate() {
+            if let Some(waker) = entry.waker.take() {
+                wake.push(waker);
+                self.free.push(index);
+            }
+        }
     }
 }
 
@@ -230,18 +287,32 @@ impl ScheduledIo {
         if self.snapshot().is_ready(direction) {
             return TaskPoll::Ready(());
         }
-        lock(self.waiters(direction)).register(waiter, cx.waker());
+        let key = lock(self.waiters(direction)).register(waiter, cx.waker());
         // Dispatch sets the bits before it takes the waiters: either it saw our waker
         // (it locked after us) or we see its bits here.
-        if self.snapshot().is_ready(direction) {
-            return TaskPoll::Ready(());
+        let ready = self.snapshot().is_ready(direction);
+        if let Some(key) = key {
+            key.armed = !ready;
         }
-        TaskPoll::Pending
+        if ready {
+            TaskPoll::Ready(())
+        } else {
+            TaskPoll::Pending
+        }
     }
 
-    /// Frees a keyed waiter's entry; its waker is dropped outside the lock (dropping a
-    /// waker may run user code).
-    pub(crate) fn remove_waiter(&self, direction: Direction, key: usize) {
+    /// Ends a keyed waiter's wait: frees its entry unless a dispatch does (see
+    /// [`WaiterKey`]). A woken waiter whose event is still in the bits (every read or
+    /// write that an event ended, before its retry) takes no lock. A waker that is
+    /// freed here is dropped outside the lock (dropping a waker may run user code).
+    pub(crate) fn release_waiter(&self, direction: Direction, key: &mut WaiterKey) {
+        if key.entry.is_none() {
+            return;
+        }
+        if key.armed && self.snapshot().is_ready(direction) {
+            key.entry = None;
+            return;
+        }
         let waker = lock(self.waiters(direction)).remove(key);
         drop(waker);
     }
@@ -577,7 +648,7 @@ mod tests {
         let must_wait = io.clear_would_block(seen_x, Direction::Read);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
-        let mut key = None;
+        let mut key = WaiterKey::default();
         let pending = must_wait
             && io
                 .poll_ready(
@@ -606,7 +677,7 @@ mod tests {
             io.poll_ready(Direction::Read, waiter, &mut Context::from_waker(waker))
                 .is_pending()
         };
-        let (mut gone, mut stays) = (None, None);
+        let (mut gone, mut stays) = (WaiterKey::default(), WaiterKey::default());
         assert!(poll(Waiter::Keyed(&mut gone), &wakers[0]));
         assert!(poll(Waiter::Keyed(&mut stays), &wakers[3]));
         assert!(poll(Waiter::Slot, &wakers[1]));
@@ -617,7 +688,7 @@ mod tests {
             "a replaced slot waker is dropped"
         );
         assert_eq!(Arc::strong_count(&flags[0]), 3);
-        io.remove_waiter(Direction::Read, gone.unwrap());
+        io.release_waiter(Direction::Read, &mut gone);
         assert_eq!(
             Arc::strong_count(&flags[0]),
             2,
@@ -628,6 +699,86 @@ mod tests {
         assert_eq!(wake.len(), 2);
         wake_all(wake);
         assert!(flags[2].0.load(Ordering::SeqCst) && flags[3].0.load(Ordering::SeqCst));
-        io.remove_waiter(Direction::Read, stays.unwrap());
+        io.release_waiter(Direction::Read, &mut stays);
+        assert!(!stays.holds_entry());
+    }
+
+    /// The owner of a wait that an event ended leaves without touching its entry: the
+    /// dispatch freed it, and the next registration gets it back.
+    #[test]
+    fn an_event_frees_the_keyed_entries_it_wakes() {
+        let io = ScheduledIo::default();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut key = WaiterKey::default();
+        let mut cx = Context::from_waker(&waker);
+        assert!(io
+            .poll_ready(Direction::Read, Waiter::Keyed(&mut key), &mut cx)
+            .is_pending());
+        let first = key.entry.expect("registered");
+        let mut wake = Vec::new();
+        io.set(READABLE, &mut wake);
+        assert_eq!(wake.len(), 1);
+        {
+            let readers = lock(&io.readers);
+            assert!(readers.keyed[first.0].waker.is_none());
+            assert_eq!(readers.free, vec![first.0], "the dispatch freed the entry");
+        }
+        io.release_waiter(Direction::Read, &mut key);
+        assert_eq!(lock(&io.readers).free, vec![first.0], "not freed twice");
+        drop(wake);
+        assert_eq!(Arc::strong_count(&flag), 2, "only our own waker is left");
+        // The next wait reuses the entry under a new ticket.
+        let seen = io.snapshot();
+        assert!(io.clear_would_block(seen, Direction::Read));
+        assert!(io
+            .poll_ready(Direction::Read, Waiter::Keyed(&mut key), &mut cx)
+            .is_pending());
+        let second = key.entry.expect("registered");
+        assert_eq!(second.0, first.0);
+        assert_ne!(second.1, first.1);
+        io.release_waiter(Direction::Read, &mut key);
+        assert_eq!(Arc::strong_count(&flag), 2, "released by its owner");
+    }
+
+    /// An owner that could not see the event (the bits were cleared again before it
+    /// released) takes the lock, and must not free an entry that the dispatch freed and
+    /// another waiter was given since.
+    #[test]
+    fn a_stale_key_never_frees_another_waiters_entry() {
+        let io = ScheduledIo::default();
+        let flags: Vec<_> = (0..2)
+            .map(|_| Arc::new(Flag(AtomicBool::new(false))))
+            .collect();
+        let wakers: Vec<_> = flags.iter().map(|f| Waker::from(f.clone())).collect();
+        let (mut a, mut b) = (WaiterKey::default(), WaiterKey::default());
+        let mut cx_a = Context::from_waker(&wakers[0]);
+        assert!(io
+            .poll_ready(Direction::Read, Waiter::Keyed(&mut a), &mut cx_a)
+            .is_pending());
+        let mut wake = Vec::new();
+        io.set(READABLE, &mut wake); // takes A and frees its entry
+        drop(wake);
+        // Another attempt drains the socket and clears the bits; B takes A's old entry.
+        assert!(io.clear_would_block(io.snapshot(), Direction::Read));
+        let mut cx_b = Context::from_waker(&wakers[1]);
+        assert!(io
+            .poll_ready(Direction::Read, Waiter::Keyed(&mut b), &mut cx_b)
+            .is_pending());
+        assert_eq!(a.entry.unwrap().0, b.entry.unwrap().0);
+        io.release_waiter(Direction::Read, &mut a); // slow path: bits are clear
+        assert_eq!(
+            Arc::strong_count(&flags[1]),
+            3,
+            "B's waker is still registered"
+        );
+        let mut wake = Vec::new();
+        io.set(READABLE, &mut wake);
+        wake_all(wake);
+        assert!(
+            flags[1].0.load(Ordering::SeqCst),
+            "B is woken by the next event"
+        );
+        assert!(!flags[0].0.load(Ordering::SeqCst));
     }
 }

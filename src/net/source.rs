@@ -2,7 +2,7 @@
 //! `WouldBlock` into the right kind of waiting for the caller.
 
 use crate::bridge::{self, Caller};
-use crate::reactor::{Direction, Registration, Snapshot, Waiter};
+use crate::reactor::{Direction, Registration, Snapshot, Waiter, WaiterKey};
 use crate::runtime::context;
 use crate::time::Sleep;
 use std::future::Future;
@@ -155,7 +155,7 @@ impl<S: AsRawFd> Source<S> {
                 WaitReady {
                     registration,
                     direction,
-                    key: None,
+                    key: WaiterKey::default(),
                     sleep: deadline.map(crate::time::sleep_until),
                 },
             );
@@ -231,7 +231,7 @@ impl<S: AsRawFd> Source<S> {
             source: self,
             direction,
             f,
-            key: None,
+            key: WaiterKey::default(),
         }
     }
 
@@ -264,17 +264,17 @@ pub(crate) struct IoAsync<'a, S: AsRawFd, F> {
     direction: Direction,
     f: F,
     /// Our keyed waiter entry in the registration, once we waited.
-    key: Option<usize>,
+    key: WaiterKey,
 }
 
 impl<S: AsRawFd, F> Drop for IoAsync<'_, S, F> {
     fn drop(&mut self) {
-        if let Some(key) = self.key {
+        if self.key.holds_entry() {
             // A key implies the registration it was taken from.
             self.source
                 .registered()
                 .io
-                .remove_waiter(self.direction, key);
+                .release_waiter(self.direction, &mut self.key);
         }
     }
 }
@@ -321,15 +321,15 @@ impl<S: AsRawFd, R, F: FnMut(&S) -> io::Result<R>> Future for IoAsync<'_, S, F> 
 struct WaitReady<'a> {
     registration: &'a Registration,
     direction: Direction,
-    key: Option<usize>,
+    key: WaiterKey,
     sleep: Option<Sleep>,
 }
 
 impl Drop for WaitReady<'_> {
     fn drop(&mut self) {
-        if let Some(key) = self.key {
-            self.registration.io.remove_waiter(self.direction, key);
-        }
+        self.registration
+            .io
+            .release_waiter(self.direction, &mut self.key);
     }
 }
 
