@@ -165,6 +165,12 @@ pub(crate) trait Outcome<T>: Send + Sync {
     /// so that the JoinHandle of a green thread needs no second Arc to its control
     /// block just to cancel it.
     fn cancel_green(self: Arc<Self>) {}
+
+    /// The green thread whose control block this is, if it is one (see
+    /// [`crate::runtime::run_child_before_join`]).
+    fn control_block(&self) -> Option<&crate::green::GreenThread> {
+        None
+    }
 }
 
 impl<T> Packet<T> {
@@ -259,6 +265,9 @@ impl<T> JoinHandle<T> {
     /// # });
     /// ```
     pub fn join(self) -> std::thread::Result<T> {
+        if let Some(child) = self.outcome.control_block() {
+            crate::runtime::run_child_before_join(child);
+        }
         crate::bridge::block_on_named(self, "JoinHandle::join")
     }
 

@@ -367,3 +367,67 @@ fn outside_spawns_run_while_workers_are_busy_yielding() {
         }
     });
 }
+
+/// Spawns and joins a chain `depth` deep: each green thread joins the one it spawned.
+fn join_chain(depth: usize) -> usize {
+    if depth == 0 {
+        return 0;
+    }
+    greenrt::spawn(move || join_chain(depth - 1))
+        .join()
+        .unwrap()
+        + 1
+}
+
+/// `spawn(f).join()` in a green thread runs the just-spawned child straight from the
+/// joiner, while it is still in the worker's LIFO slot. Whatever the child does on that
+/// first run, the join sees it through: it yields (and stays on its OS thread), waits
+/// for another green thread, spawns and joins its own children many levels deep,
+/// panics, or was cancelled before it ran. On one worker (the child cannot be stolen)
+/// and on two.
+#[test]
+fn join_of_a_just_spawned_child_sees_everything_the_child_does() {
+    let _serial = serial();
+    with_watchdog("the spawn-then-join test", Duration::from_secs(60), || {
+        for workers in [1, 2] {
+            let rt = runtime(workers);
+            // On a worker: `Runtime::run`'s own green thread runs on the calling
+            // thread, which has no LIFO slot.
+            let on_worker = rt.spawn(|| {
+                let yielder = greenrt::spawn(|| {
+                    let first = os_thread();
+                    for _ in 0..3 {
+                        greenrt::yield_now();
+                        assert_eq!(os_thread(), first, "a started green thread moved");
+                    }
+                    7
+                });
+                assert_eq!(yielder.join().unwrap(), 7);
+
+                let (tx, rx) = oneshot::channel::<u32>();
+                let sender = greenrt::spawn(move || {
+                    greenrt::sleep(Duration::from_millis(5));
+                    tx.send(11).unwrap();
+                });
+                let waiter = greenrt::spawn(move || greenrt::block_on(rx).unwrap());
+                assert_eq!(waiter.join().unwrap(), 11);
+                sender.join().unwrap();
+
+                assert_eq!(join_chain(300), 300);
+
+                let panicker = greenrt::spawn(|| -> u32 { panic!("child boom") });
+                let payload = panicker.join().unwrap_err();
+                assert_eq!(payload.downcast_ref::<&str>(), Some(&"child boom"));
+
+                let ran = Arc::new(AtomicBool::new(false));
+                let flag = ran.clone();
+                let cancelled = greenrt::spawn(move || flag.store(true, Ordering::SeqCst));
+                cancelled.abort();
+                let payload = cancelled.join().unwrap_err();
+                assert!(payload.is::<greenrt::Cancelled>());
+                assert!(!ran.load(Ordering::SeqCst), "a cancelled child never runs");
+            });
+            on_worker.join().unwrap();
+        }
+    });
+}

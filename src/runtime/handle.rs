@@ -185,6 +185,10 @@ where
         let green: Arc<GreenThread> = self;
         crate::green::cancel(&green);
     }
+
+    fn control_block(&self) -> Option<&GreenThread> {
+        Some(self)
+    }
 }
 
 /// Drops a closure that will never run; the payload to report is `payload`, unless the

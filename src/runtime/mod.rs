@@ -446,6 +446,32 @@ impl Drop for Runtime {
     }
 }
 
+/// Called by `JoinHandle::join` before it waits: when the caller is a green thread on a
+/// worker and `child` is the unstarted green thread in that worker's LIFO slot (spawned
+/// by the caller, nothing has run since: `spawn(f).join()`), runs the child right here,
+/// from the joiner's stack straight into the child's, until the child first suspends
+/// or ends ([`worker::Core::run_child_inline`]). That saves suspending the joiner, a
+/// trip through the worker loop to start the child, waking the joiner, and another trip
+/// to resume it. Otherwise does nothing, and the join waits as usual.
+///
+/// Not while tracing is listening: its slice protocol (trace.rs) assumes a green thread
+/// is resumed from its worker's own stack, where no span is entered. Not while the
+/// caller unwinds: the child would see the OS thread's panic count.
+pub(crate) fn run_child_before_join(child: &GreenThread) {
+    if crate::green::current_ptr().is_none() || std::thread::panicking() {
+        return;
+    }
+    #[cfg(feature = "tracing")]
+    if crate::trace::listening() {
+        return;
+    }
+    context::with_local(|local| {
+        if let Some(core) = &local.worker {
+            core.run_child_inline(child);
+        }
+    });
+}
+
 /// The current runtime's `Handle` (a clone), for APIs that keep it; panics outside a
 /// runtime, naming `what`.
 pub(crate) fn current_or_panic(what: &str) -> Handle {

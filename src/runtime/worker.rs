@@ -526,12 +526,7 @@ impl Core {
                     None => return,
                 },
                 Suspend::Park => {
-                    if green.state.stop_running() == AfterRun::Requeue {
-                        self.run_queue.borrow_mut().push_back(Runnable {
-                            green,
-                            yielded: false,
-                        });
-                    }
+                    self.after_park(green);
                     return;
                 }
                 Suspend::Complete => {
@@ -539,6 +534,55 @@ impl Core {
                     return;
                 }
             }
+        }
+    }
+
+    /// After `green` (started, at home here) switched out to wait: it goes idle, or
+    /// back to the queue when a wake came while it was running.
+    fn after_park(&self, green: Arc<GreenThread>) {
+        if green.state.stop_running() == AfterRun::Requeue {
+            self.run_queue.borrow_mut().push_back(Runnable {
+                green,
+                yielded: false,
+            });
+        }
+    }
+
+    /// See [`super::run_child_before_join`]: if `child` is the unstarted green thread
+    /// in the LIFO slot, takes it out and runs it here until it first switches out.
+    /// The caller is a green thread running on this worker, so the child's first
+    /// resumer is that green thread rather than the worker loop: when the child
+    /// suspends it switches back to the joiner's stack, and this function queues it as
+    /// the loop would have. Its home is this worker either way.
+    pub(crate) fn run_child_inline(&self, child: &GreenThread) {
+        let queued = match self.lifo.take() {
+            Some(Next::Task(Task::Green(queued)))
+                if std::ptr::addr_eq(Arc::as_ptr(&queued), child as *const GreenThread) =>
+            {
+                queued
+            }
+            other => {
+                self.lifo.set(other);
+                return;
+            }
+        };
+        self.lifo_full.set(false);
+        // A green thread in the stealable queues has never run: the state word says
+        // SCHEDULED (or CANCELLED too, which `start_green` handles).
+        let previous = queued.state.start_run();
+        if !self.start_green(&queued, previous) {
+            return;
+        }
+        // SAFETY: we hold it RUNNING (start_run above), it is prepared (start_green),
+        // its home is this worker, whose thread we are on (the caller is a green thread
+        // running here), and `queued` keeps it alive for the call.
+        match unsafe { green::resume(&queued) } {
+            Suspend::Yield => self.run_queue.borrow_mut().push_back(Runnable {
+                green: queued,
+                yielded: true,
+            }),
+            Suspend::Park => self.after_park(queued),
+            Suspend::Complete => self.reclaim(&queued),
         }
     }
 
