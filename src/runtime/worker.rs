@@ -22,9 +22,17 @@
 //! (`crate::reactor`); every [`GLOBAL_INTERVAL`] ticks the reactor is also polled
 //! without blocking, next to the timers.
 //!
+//! One green thread is resumed from somewhere other than this loop: `spawn(f).join()`
+//! on a worker runs the child straight from the joiner's stack while the child is still
+//! in the LIFO slot ([`Core::run_child_inline`]). The rules it keeps are the loop's: the
+//! child is held RUNNING, runs on this worker's thread, which becomes its home, and
+//! goes idle or back to a queue only after it has switched off its own stack (to the
+//! joiner's, on the same thread). design.md's "every resume switches from the
+//! worker's scheduler context" is relaxed to that one case.
+//!
 //! It must never resume a green thread whose home is another worker, and never hold a
 //! `RefCell` borrow across a switch into a green thread (green code may push onto the
-//! same queues).
+//! same queues, and a joiner may re-enter this worker's methods).
 
 use super::context::Local;
 use super::Shared;
