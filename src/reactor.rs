@@ -91,6 +91,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What [`ScheduledIo`] synchronizes with: under the loom model checks (`mod loom_model`
+/// below: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_model`) its readiness
+/// word and waiter locks are loom's, so loom explores every interleaving of waits,
+/// dispatches and clears; everywhere else, and for the rest of the reactor, std's. The
+/// protocol itself is the same code.
+mod io_sync {
+    #[cfg(not(all(loom, test)))]
+    pub(super) use super::lock;
+    #[cfg(all(loom, test))]
+    pub(super) use loom::sync::{atomic::AtomicUsize, Mutex};
+    #[cfg(not(all(loom, test)))]
+    pub(super) use std::sync::{atomic::AtomicUsize, Mutex};
+
+    /// [`super::lock`] for loom's mutex.
+    #[cfg(all(loom, test))]
+    pub(super) fn lock<T>(mutex: &Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Readiness and waiters of one registered file descriptor.
 ///
 /// `readiness` is one word: the readiness bits in the low byte, and above them a tick
@@ -99,9 +119,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// clear never erases an event the attempt did not see (tokio's scheme).
 #[derive(Default)]
 pub(crate) struct ScheduledIo {
-    readiness: AtomicUsize,
-    readers: Mutex<Waiters>,
-    writers: Mutex<Waiters>,
+    readiness: io_sync::AtomicUsize,
+    readers: io_sync::Mutex<Waiters>,
+    writers: io_sync::Mutex<Waiters>,
 }
 
 /// How a waiter is registered (see the module docs).
@@ -235,7 +255,7 @@ const BITS: usize = 0xff;
 const TICK: usize = 1 << 8;
 
 impl ScheduledIo {
-    fn waiters(&self, direction: Direction) -> &Mutex<Waiters> {
+    fn waiters(&self, direction: Direction) -> &io_sync::Mutex<Waiters> {
         match direction {
             Direction::Read => &self.readers,
             Direction::Write => &self.writers,
@@ -287,7 +307,7 @@ impl ScheduledIo {
         if self.snapshot().is_ready(direction) {
             return TaskPoll::Ready(());
         }
-        let key = lock(self.waiters(direction)).register(waiter, cx.waker());
+        let key = io_sync::lock(self.waiters(direction)).register(waiter, cx.waker());
         // Dispatch sets the bits before it takes the waiters: either it saw our waker
         // (it locked after us) or we see its bits here.
         let ready = self.snapshot().is_ready(direction);
@@ -313,7 +333,7 @@ impl ScheduledIo {
             key.entry = None;
             return;
         }
-        let waker = lock(self.waiters(direction)).remove(key);
+        let waker = io_sync::lock(self.waiters(direction)).remove(key);
         drop(waker);
     }
 
@@ -326,10 +346,10 @@ impl ScheduledIo {
                 Some((word & !BITS).wrapping_add(TICK) | (word & BITS) | bits as usize)
             });
         if bits & Direction::Read.mask() != 0 {
-            lock(&self.readers).take_all(wake);
+            io_sync::lock(&self.readers).take_all(wake);
         }
         if bits & Direction::Write.mask() != 0 {
-            lock(&self.writers).take_all(wake);
+            io_sync::lock(&self.writers).take_all(wake);
         }
     }
 }
@@ -573,7 +593,8 @@ pub(crate) fn wake_all(wakers: Vec<Waker>) {
     crate::wake::wake_all_catching_panics(wakers);
 }
 
-#[cfg(test)]
+// Plain unit tests; loom's atomics panic outside `loom::model`, so not under loom.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
@@ -780,5 +801,677 @@ mod tests {
             "B is woken by the next event"
         );
         assert!(!flags[0].0.load(Ordering::SeqCst));
+    }
+}
+
+/// Model checks of the keyed-waiter protocol with loom, which runs each model under every
+/// interleaving of its threads (for the larger models, up to a bound on preemptions):
+///
+/// ```text
+/// RUSTFLAGS="--cfg loom" cargo test --release --lib loom_model
+/// ```
+///
+/// The models play the callers' side: an owner waits as `WaitReady` and `IoAsync` do
+/// (`poll_ready` with its key; `release_waiter` when the wait ends, whether an event woke
+/// it or it gave up), the driver dispatches events (`set`, then wakes what it took,
+/// outside the lock), and an I/O attempt that got `WouldBlock` clears the bits it saw.
+/// Each waker counts its wakes and the clones of it that are out; the models check that
+/// an owner whose poll returned Pending is woken by the next event (no lost wake-up),
+/// that a live registration keeps its waker until its owner releases it (nobody else's
+/// release frees it), that an owner never waits with data unread and no event to come
+/// (no clear erased an event its attempt missed), and, after every thread is joined,
+/// that every entry is free exactly once and no waker leaked.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::atomic::AtomicUsize as LoomUsize;
+    use loom::sync::Notify;
+    use loom::thread;
+    // Bookkeeping of the models, not part of the protocol: std's atomics and mutex, which
+    // loom does not interleave (it switches threads only at its own operations), so they
+    // read what the execution did so far. They never order anything: a thread learns
+    // that another went ahead only through loom's operations (`Signal`, `join`).
+    use std::sync::atomic::AtomicUsize as PlainUsize;
+    use std::sync::Mutex as PlainMutex;
+    use std::task::{RawWaker, RawWakerVTable};
+
+    const SEQ: Ordering = Ordering::SeqCst;
+
+    /// What a thread waits for: a count of raises, and `FINISHED` once whoever raises it
+    /// is done. Loom's, so the waiter happens after the raiser (as a woken green thread
+    /// or task happens after its waker, through the run queues). Read by
+    /// read-modify-write, which always sees the latest value; loom's `Notify` may wake
+    /// spuriously, so the waiter reads again after every wait.
+    struct Signal {
+        raised: LoomUsize,
+        notify: Notify,
+    }
+
+    const FINISHED: usize = 1 << 16;
+
+    impl Signal {
+        fn new() -> Signal {
+            Signal {
+                raised: LoomUsize::new(0),
+                notify: Notify::new(),
+            }
+        }
+
+        fn raise(&self) {
+            self.raised.fetch_add(1, SEQ);
+            self.notify.notify();
+        }
+
+        fn finish(&self) {
+            self.raised.fetch_add(FINISHED, SEQ);
+            self.notify.notify();
+        }
+
+        fn raises(&self) -> usize {
+            self.raised.fetch_add(0, SEQ) % FINISHED
+        }
+
+        /// Waits until it was raised `n` times (true) or finished short of that (false).
+        fn wait_for(&self, n: usize) -> bool {
+            loop {
+                let raised = self.raised.fetch_add(0, SEQ);
+                if raised % FINISHED >= n {
+                    return true;
+                }
+                if raised >= FINISHED {
+                    return false;
+                }
+                self.notify.wait();
+            }
+        }
+    }
+
+    /// One owner's waker: counts its wakes, raises its signal, and counts its clones
+    /// with loom operations (see [`waker`]).
+    struct Flag {
+        /// Wakers out: one per clone made, less one per clone dropped unwoken (a woken
+        /// clone stays counted, so a registration's clone counts once whether it is
+        /// still in its entry, in a dispatch's wake list, or woken). Loom's, but only
+        /// ever touched by relaxed read-modify-writes: loom then orders every clone and
+        /// drop against the owner's checks and explores both orders of each such pair,
+        /// without them synchronizing anything.
+        out: LoomUsize,
+        wakes: PlainUsize,
+        /// Raised by each wake; finished by the dispatcher once it has woken everything
+        /// it took, so that an owner whose wake was lost goes on and reports it by name
+        /// (rather than loom reporting a deadlock).
+        signal: Signal,
+    }
+
+    impl Flag {
+        fn new() -> Arc<Flag> {
+            Arc::new(Flag {
+                out: LoomUsize::new(0),
+                wakes: PlainUsize::new(0),
+                signal: Signal::new(),
+            })
+        }
+
+        fn out(&self) -> usize {
+            self.out.fetch_add(0, Ordering::Relaxed)
+        }
+
+        fn wakes(&self) -> usize {
+            self.wakes.load(SEQ)
+        }
+
+        fn woken(&self) {
+            self.wakes.fetch_add(1, SEQ);
+            self.signal.raise();
+        }
+    }
+
+    /// A waker for `flag`. Not `Waker::from(Arc<Flag>)`: `std::task::Wake` has no hook
+    /// for clone and drop, which are then std refcount updates, invisible to loom. Loom
+    /// explores the orders of its own operations only where two of them conflict, so a
+    /// registration's waker dropped by another owner's release (under the waiters'
+    /// lock) would never be put before the owner's check (a std read): a model of a
+    /// release without its ticket check passed. Here every clone and every unwoken
+    /// drop is a loom operation on `Flag::out`, which the owner's check reads.
+    fn waker(flag: &Arc<Flag>) -> Waker {
+        flag.out.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `raw` makes a RawWaker whose data owns one strong count of an
+        // `Arc<Flag>` and whose vtable is `VTABLE`, whose functions uphold
+        // `RawWakerVTable`'s contract (see them).
+        unsafe { Waker::from_raw(raw(Arc::clone(flag))) }
+    }
+
+    fn raw(flag: Arc<Flag>) -> RawWaker {
+        RawWaker::new(Arc::into_raw(flag).cast(), &VTABLE)
+    }
+
+    static VTABLE: RawWakerVTable =
+        RawWakerVTable::new(clone_waker, wake_waker, wake_waker_by_ref, drop_waker);
+
+    // In all four: `data` comes from `raw` (the only maker of RawWakers with `VTABLE`) or
+    // `clone_waker`, so it is an `Arc<Flag>`'s pointer, and the waker it stands for owns
+    // one strong count.
+
+    unsafe fn clone_waker(data: *const ()) -> RawWaker {
+        // SAFETY: the waker being cloned owns a count, so the `Flag` is alive and the
+        // count may be incremented; the new RawWaker owns the new count.
+        unsafe { Arc::increment_strong_count(data.cast::<Flag>()) };
+        // SAFETY: alive, as above.
+        let flag = unsafe { &*data.cast::<Flag>() };
+        flag.out.fetch_add(1, Ordering::Relaxed);
+        RawWaker::new(data, &VTABLE)
+    }
+
+    unsafe fn wake_waker(data: *const ()) {
+        // SAFETY: waking by value consumes the waker: we take over its count, released
+        // when `flag` drops. A woken clone stays counted in `out`.
+        let flag = unsafe { Arc::from_raw(data.cast::<Flag>()) };
+        flag.woken();
+    }
+
+    unsafe fn wake_waker_by_ref(data: *const ()) {
+        // As `waker.clone().wake()`, so that `out` stays exact. The clone's RawWaker
+        // has `data` for its data pointer, and a count of its own.
+        // SAFETY: the borrowed waker owns a count, so it may be cloned; the clone is
+        // consumed at once by waking it.
+        unsafe {
+            clone_waker(data);
+            wake_waker(data);
+        }
+    }
+
+    unsafe fn drop_waker(data: *const ()) {
+        // SAFETY: the waker is being dropped: we take over its count, released when
+        // `flag` drops.
+        let flag = unsafe { Arc::from_raw(data.cast::<Flag>()) };
+        flag.out.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A green thread or future waiting, with one key, for `io` to become readable.
+    struct Owner {
+        io: Arc<ScheduledIo>,
+        flag: Arc<Flag>,
+        waker: Waker,
+        key: WaiterKey,
+        /// Registrations made with a new entry (a new ticket), each with its own clone
+        /// of the waker; a poll that keeps its entry clones nothing.
+        registrations: usize,
+        last_ticket: Option<u64>,
+    }
+
+    impl Owner {
+        fn new(io: &Arc<ScheduledIo>, flag: &Arc<Flag>) -> Owner {
+            Owner {
+                io: io.clone(),
+                flag: flag.clone(),
+                waker: waker(flag),
+                key: WaiterKey::default(),
+                registrations: 0,
+                last_ticket: None,
+            }
+        }
+
+        /// Every registration's clone of our waker is in its entry, in a dispatch's wake
+        /// list, or woken: none was dropped by someone else's release, none is there
+        /// twice. `out` counts those and our own waker.
+        fn assert_registrations_intact(&self) {
+            let out = self.flag.out();
+            assert_eq!(
+                out,
+                1 + self.registrations,
+                "a registration lost its waker before its owner released it (freed by \
+                 another waiter's release?), or holds it twice (wakers out {out}, \
+                 registrations {}, key {:?})",
+                self.registrations,
+                self.key,
+            );
+        }
+
+        /// `poll_ready` as the owner's future polls it; true when Pending.
+        fn poll(&mut self) -> bool {
+            let pending = self
+                .io
+                .poll_ready(
+                    Direction::Read,
+                    Waiter::Keyed(&mut self.key),
+                    &mut Context::from_waker(&self.waker),
+                )
+                .is_pending();
+            assert!(
+                !pending || self.key.holds_entry(),
+                "poll_ready returned Pending without registering"
+            );
+            let ticket = self.key.entry.map(|(_, ticket)| ticket);
+            if ticket.is_some() && ticket != self.last_ticket {
+                self.registrations += 1;
+                self.last_ticket = ticket;
+            }
+            self.assert_registrations_intact();
+            pending
+        }
+
+        /// Ends the wait, as the owner's future does when it is dropped.
+        fn release(mut self) {
+            self.assert_registrations_intact();
+            self.io.release_waiter(Direction::Read, &mut self.key);
+            assert!(
+                !self.key.holds_entry(),
+                "release_waiter kept the key's entry"
+            );
+        }
+
+        /// Polls; when Pending, waits for the next wake (the dispatcher finishing
+        /// instead means the wake was lost). Returns whether it was Pending.
+        fn poll_and_wait(&mut self) -> bool {
+            let before = self.flag.signal.raises();
+            let pending = self.poll();
+            if pending {
+                assert!(
+                    self.flag.signal.wait_for(before + 1),
+                    "lost wake-up: poll_ready returned Pending and the dispatch that \
+                     followed did not wake the owner"
+                );
+            }
+            pending
+        }
+
+        /// The owner waits until woken (`WaitReady`): when Pending, it waits for the
+        /// wake, polls again and finds the event (nothing clears here), and ends the
+        /// wait. Returns whether the first poll was Pending.
+        fn wait_until_woken(mut self) -> bool {
+            let pending = self.poll_and_wait();
+            if pending {
+                assert!(!self.poll(), "woken, but the event is not in the bits");
+            }
+            self.release();
+            pending
+        }
+
+        /// The owner gives up at once (a timeout, a dropped future, a cancel): polls, and
+        /// ends the wait whatever the poll returned.
+        fn give_up(mut self) -> bool {
+            let pending = self.poll();
+            self.release();
+            pending
+        }
+    }
+
+    /// One event makes `io` readable: the driver dispatches it and wakes what it took,
+    /// outside the lock.
+    fn event(io: &ScheduledIo) {
+        let mut wake = Vec::new();
+        io.set(READABLE, &mut wake);
+        for waker in wake {
+            waker.wake();
+        }
+    }
+
+    /// The driver is done: owners of `flags` still waiting go on (see [`Flag::signal`]).
+    fn finish(flags: &[&Arc<Flag>]) {
+        for flag in flags {
+            flag.signal.finish();
+        }
+    }
+
+    /// After every thread is joined: every wait ended, so no keyed entry is allocated,
+    /// every entry is free exactly once, and no waker is left anywhere: each clone made
+    /// was woken or dropped, and nothing holds the flag but the model.
+    fn assert_settled(io: &ScheduledIo, flags: &[&Arc<Flag>]) {
+        {
+            let readers = io_sync::lock(&io.readers);
+            assert!(readers.slot.is_none(), "the slot was never used");
+            for (index, entry) in readers.keyed.iter().enumerate() {
+                assert!(
+                    entry.waker.is_none(),
+                    "entry {index} is still allocated after every wait ended (leaked)"
+                );
+            }
+            let mut free = readers.free.clone();
+            free.sort_unstable();
+            let distinct = free.windows(2).all(|pair| pair[0] != pair[1]);
+            assert!(
+                distinct,
+                "an entry was freed twice: free = {:?}",
+                readers.free
+            );
+            assert_eq!(
+                free,
+                (0..readers.keyed.len()).collect::<Vec<_>>(),
+                "free must hold exactly the indices of the keyed entries"
+            );
+        }
+        assert!(io_sync::lock(&io.writers).keyed.is_empty());
+        for flag in flags {
+            assert_eq!(
+                flag.out(),
+                flag.wakes(),
+                "a waker leaked: a clone neither woken nor dropped"
+            );
+            assert_eq!(
+                Arc::strong_count(flag),
+                1,
+                "a waker leaked (a clone is left besides the model's own handle)"
+            );
+        }
+    }
+
+    /// The models with three threads: exhaustive would take minutes, so bound the
+    /// preemptions per execution, as `state::loom_model` does.
+    fn model3(f: impl Fn() + Sync + Send + 'static) {
+        model_bounded(3, f);
+    }
+
+    /// At most `preemptions` preemptions per execution (tokio's loom tests use 2 to 4);
+    /// `LOOM_MAX_PREEMPTIONS` overrides.
+    fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(preemptions);
+        }
+        builder.check(f);
+    }
+
+    /// (a) An owner that waits until woken, and one event: the wake is never lost, and
+    /// the owner ends its wait by the lock-free path (the dispatch freed its entry) or,
+    /// when its recheck already saw the event, by the locked one, whether or not the
+    /// dispatch took the entry first.
+    #[test]
+    fn a_dispatch_wakes_a_waiting_owner() {
+        loom::model(|| {
+            let io = Arc::new(ScheduledIo::default());
+            let flag = Flag::new();
+            let owner = Owner::new(&io, &flag);
+            let waiter = thread::spawn(move || owner.wait_until_woken());
+            event(&io);
+            finish(&[&flag]);
+            let pending = waiter.join().unwrap();
+            assert!(!pending || flag.wakes() == 1, "lost wake-up");
+            assert!(flag.wakes() <= 1, "one event woke the owner twice");
+            assert_settled(&io, &[&flag]);
+        });
+    }
+
+    /// (a) An owner that gives up at once, racing with one event: its entry is freed
+    /// exactly once, by the dispatch (which then wakes it) or by the owner (then the
+    /// dispatch finds nothing to take), and its waker is dropped either way.
+    #[test]
+    fn an_owner_giving_up_races_with_a_dispatch() {
+        loom::model(|| {
+            let io = Arc::new(ScheduledIo::default());
+            let flag = Flag::new();
+            let owner = Owner::new(&io, &flag);
+            let waiter = thread::spawn(move || owner.give_up());
+            event(&io);
+            waiter.join().unwrap();
+            assert!(flag.wakes() <= 1, "one event woke the owner twice");
+            assert_settled(&io, &[&flag]);
+        });
+    }
+
+    /// (b) Two owners waiting on the same direction for one event: each Pending one is
+    /// woken, and an entry freed by one (by the dispatch, or by an owner whose recheck
+    /// saw the event) and handed to the other is never freed twice or under it.
+    #[test]
+    fn two_owners_wait_for_one_event() {
+        model3(|| {
+            let io = Arc::new(ScheduledIo::default());
+            let (flag_a, flag_b) = (Flag::new(), Flag::new());
+            let a = Owner::new(&io, &flag_a);
+            let b = Owner::new(&io, &flag_b);
+            let a = thread::spawn(move || a.wait_until_woken());
+            let b = thread::spawn(move || b.wait_until_woken());
+            event(&io);
+            finish(&[&flag_a, &flag_b]);
+            let pending_a = a.join().unwrap();
+            let pending_b = b.join().unwrap();
+            assert!(!pending_a || flag_a.wakes() == 1, "lost wake-up of A");
+            assert!(!pending_b || flag_b.wakes() == 1, "lost wake-up of B");
+            assert_settled(&io, &[&flag_a, &flag_b]);
+        });
+    }
+
+    /// (b) One owner waiting until woken and one giving up at once, with one event: the
+    /// one that gives up frees its entry by the locked path while the other's
+    /// registration (maybe in the same, reused entry) must stay and be woken.
+    #[test]
+    fn an_owner_giving_up_beside_a_waiting_one() {
+        model3(|| {
+            let io = Arc::new(ScheduledIo::default());
+            let (flag_a, flag_b) = (Flag::new(), Flag::new());
+            let a = Owner::new(&io, &flag_a);
+            let b = Owner::new(&io, &flag_b);
+            let a = thread::spawn(move || a.wait_until_woken());
+            let b = thread::spawn(move || b.give_up());
+            event(&io);
+            finish(&[&flag_a, &flag_b]);
+            let pending_a = a.join().unwrap();
+            b.join().unwrap();
+            assert!(!pending_a || flag_a.wakes() == 1, "lost wake-up of A");
+            assert_settled(&io, &[&flag_a, &flag_b]);
+        });
+    }
+
+    /// What the executions of [`a_clear_forces_the_locked_release`] reached, summed over
+    /// all of them: the model checks that the bounded search covered each case.
+    static SLOW_AFTER_DISPATCH_TOOK: PlainUsize = PlainUsize::new(0);
+    static SLOW_BEFORE_DISPATCH_TOOK: PlainUsize = PlainUsize::new(0);
+    static STALE_KEY_ENTRY_REUSED: PlainUsize = PlainUsize::new(0);
+
+    /// (c) Owner A waits; the driver dispatches one event; another attempt C, which took
+    /// its snapshot and got `WouldBlock`, clears the bits if it saw them set (as
+    /// `may_wait` does), then waits itself as owner B and gives up. A ends its wait only
+    /// after C's clear, so when A was armed it cannot see the event and must take the
+    /// locked path, while the dispatch may or may not have taken (and freed) A's entry,
+    /// and B may have been handed that entry under a new ticket: A must free its entry
+    /// exactly when the dispatch did not, and never B's.
+    #[test]
+    fn a_clear_forces_the_locked_release() {
+        for case in [
+            &SLOW_AFTER_DISPATCH_TOOK,
+            &SLOW_BEFORE_DISPATCH_TOOK,
+            &STALE_KEY_ENTRY_REUSED,
+        ] {
+            case.store(0, SEQ);
+        }
+        model3(|| {
+            let io = Arc::new(ScheduledIo::default());
+            let (flag_a, flag_b) = (Flag::new(), Flag::new());
+            let cleared = Arc::new(Signal::new());
+            // B's registration, published for A's coverage count.
+            let b_entry = Arc::new(PlainMutex::new(None));
+
+            let mut a = Owner::new(&io, &flag_a);
+            let a = {
+                let (cleared, b_entry) = (cleared.clone(), b_entry.clone());
+                thread::spawn(move || {
+                    let pending = a.poll();
+                    assert!(cleared.wait_for(1));
+                    if let (Some((index, ticket)), Some((b_index, b_ticket))) =
+                        (a.key.entry, *b_entry.lock().unwrap())
+                    {
+                        if pending && index == b_index && ticket != b_ticket {
+                            STALE_KEY_ENTRY_REUSED.fetch_add(1, SEQ);
+                        }
+                    }
+                    a.release();
+                    pending
+                })
+            };
+
+            let mut b = Owner::new(&io, &flag_b);
+            let c = {
+                let io = io.clone();
+                let cleared = cleared.clone();
+                thread::spawn(move || {
+                    let seen = io.snapshot();
+                    let did_clear = seen.is_ready(Direction::Read);
+                    if did_clear {
+                        // Only the one dispatch writes the word besides us, and it
+                        // already has: nothing can have changed since `seen`.
+                        assert!(io.clear_would_block(seen, Direction::Read));
+                    }
+                    cleared.raise();
+                    b.poll();
+                    *b_entry.lock().unwrap() = b.key.entry;
+                    b.release();
+                    did_clear
+                })
+            };
+
+            event(&io);
+            let pending_a = a.join().unwrap();
+            let did_clear = c.join().unwrap();
+            if pending_a && did_clear {
+                // A was armed and released after the clear: the locked path.
+                if flag_a.wakes() == 1 {
+                    SLOW_AFTER_DISPATCH_TOOK.fetch_add(1, SEQ);
+                } else {
+                    SLOW_BEFORE_DISPATCH_TOOK.fetch_add(1, SEQ);
+                }
+            }
+            assert!(flag_a.wakes() <= 1 && flag_b.wakes() <= 1);
+            assert_settled(&io, &[&flag_a, &flag_b]);
+        });
+        assert_reached(
+            "a_clear_forces_the_locked_release",
+            &[
+                (
+                    &SLOW_AFTER_DISPATCH_TOOK,
+                    "A's locked release after the dispatch took its entry",
+                ),
+                (
+                    &SLOW_BEFORE_DISPATCH_TOOK,
+                    "A's locked release before the dispatch locked (A frees its own entry)",
+                ),
+                (
+                    &STALE_KEY_ENTRY_REUSED,
+                    "A releasing a stale key whose entry B was given",
+                ),
+            ],
+        );
+    }
+
+    /// What the executions of [`an_owner_retries_and_waits_again_with_its_key`] reached.
+    static CLEAR_LOST_TO_AN_EVENT: PlainUsize = PlainUsize::new(0);
+    static ENTRY_REUSED_UNDER_A_NEW_TICKET: PlainUsize = PlainUsize::new(0);
+    static WOKEN_TWICE: PlainUsize = PlainUsize::new(0);
+
+    /// (d) One owner with one key reading a socket, as `IoAsync` and `do_io` loop: a
+    /// snapshot, the attempt (it reads what the socket holds, or gets `WouldBlock`),
+    /// after `WouldBlock` the clear unless an event came since the snapshot, a poll with
+    /// the same key (which keeps its entry while allocated and gets a new one, maybe the
+    /// same index under a new ticket, once a dispatch freed it), and a wait when Pending.
+    /// Meanwhile two events, each after data arrived. Each Pending poll that an event
+    /// follows is woken (it is owed a wake when the word, read after the poll returned
+    /// Pending, does not yet show both events), and the owner never waits with data
+    /// unread once no event is to come (no clear erased an event its attempt missed).
+    #[test]
+    fn an_owner_retries_and_waits_again_with_its_key() {
+        const EVENTS: usize = 2;
+        for case in [
+            &CLEAR_LOST_TO_AN_EVENT,
+            &ENTRY_REUSED_UNDER_A_NEW_TICKET,
+            &WOKEN_TWICE,
+        ] {
+            case.store(0, SEQ);
+        }
+        model_bounded(4, || {
+            let io = Arc::new(ScheduledIo::default());
+            let flag = Flag::new();
+            // The bytes in the socket's receive buffer.
+            let socket = Arc::new(LoomUsize::new(0));
+            let mut owner = Owner::new(&io, &flag);
+            let buffer = socket.clone();
+            let waiter = thread::spawn(move || {
+                let (mut woken_waits, mut read) = (0, 0);
+                for _ in 0..6 * EVENTS {
+                    let seen = owner.io.snapshot();
+                    // The attempt's syscall.
+                    let bytes = buffer.swap(0, SEQ);
+                    if bytes > 0 {
+                        read += bytes;
+                        continue; // and the caller reads again
+                    }
+                    // `WouldBlock`.
+                    if seen.is_ready(Direction::Read)
+                        && !owner.io.clear_would_block(seen, Direction::Read)
+                    {
+                        CLEAR_LOST_TO_AN_EVENT.fetch_add(1, SEQ);
+                        continue; // an event since the snapshot: retry
+                    }
+                    let before = owner.flag.signal.raises();
+                    let held = owner.key.entry;
+                    let pending = owner.poll();
+                    if let (Some((index, ticket)), Some((new_index, new_ticket))) =
+                        (held, owner.key.entry)
+                    {
+                        if index == new_index && ticket != new_ticket {
+                            ENTRY_REUSED_UNDER_A_NEW_TICKET.fetch_add(1, SEQ);
+                        }
+                    }
+                    if !pending {
+                        continue; // ready: retry
+                    }
+                    let owed = owner.io.snapshot().0 / TICK < EVENTS;
+                    let woken = owner.flag.signal.wait_for(before + 1);
+                    assert!(
+                        woken || !owed,
+                        "lost wake-up: poll_ready returned Pending before an event and \
+                         the event's dispatch did not wake the owner"
+                    );
+                    if !woken {
+                        // Nothing more to come, so nothing may be left to read.
+                        let unread = buffer.fetch_add(0, SEQ);
+                        assert_eq!(
+                            unread, 0,
+                            "lost readiness: the owner waits with data unread and no \
+                             event to come"
+                        );
+                        assert_eq!(read, EVENTS, "every byte is read once");
+                        owner.release(); // give up
+                        if woken_waits == 2 {
+                            WOKEN_TWICE.fetch_add(1, SEQ);
+                        }
+                        return;
+                    }
+                    woken_waits += 1;
+                }
+                panic!("the owner's retries did not settle");
+            });
+            for _ in 0..EVENTS {
+                socket.fetch_add(1, SEQ);
+                event(&io);
+            }
+            finish(&[&flag]);
+            waiter.join().unwrap();
+            assert_settled(&io, &[&flag]);
+        });
+        assert_reached(
+            "an_owner_retries_and_waits_again_with_its_key",
+            &[
+                (
+                    &CLEAR_LOST_TO_AN_EVENT,
+                    "a clear refused: an event since the snapshot",
+                ),
+                (
+                    &ENTRY_REUSED_UNDER_A_NEW_TICKET,
+                    "the key's freed entry given back to it under a new ticket",
+                ),
+                (&WOKEN_TWICE, "two Pending waits, each woken by its event"),
+            ],
+        );
+    }
+
+    /// Prints how many executions of `model` reached each case, and fails when the
+    /// bounded search reached one in none.
+    fn assert_reached(model: &str, cases: &[(&PlainUsize, &str)]) {
+        for &(case, what) in cases {
+            let count = case.load(SEQ);
+            eprintln!("{model}: {count} executions with {what}");
+            assert!(
+                count > 0,
+                "the bounded search never reached {what} (raise LOOM_MAX_PREEMPTIONS)"
+            );
+        }
     }
 }
