@@ -258,6 +258,11 @@ impl<T> JoinHandle<T> {
     /// In a green thread this suspends only the caller; on a plain thread it parks the
     /// thread. Inside a future task it panics: `.await` the handle there instead.
     ///
+    /// Joining, on a worker, a green thread that the caller has just spawned and that
+    /// has not started yet runs it at once, on the same worker, until it first waits or
+    /// ends (the caller would only wait for it otherwise), so `spawn(f).join()` of a
+    /// short `f` takes no trip through the scheduler.
+    ///
     /// ```
     /// # greenrt::runtime::Runtime::new().unwrap().run(|| {
     /// let h = greenrt::spawn(|| "done");
