@@ -32,13 +32,13 @@ use std::num::NonZeroU64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{RawWaker, RawWakerVTable, Waker};
 
 /// How many cache lines above a suspended green thread's saved stack pointer
 /// [`GreenThread::prefetch_stack`] asks for: the saved context and the frames of the
 /// wait it returns through (`switch_out`, `block_on_green`, the I/O call).
 const RESUME_PREFETCH_LINES: usize = 8;
-use std::sync::Arc;
-use std::task::{RawWaker, RawWakerVTable, Waker};
 
 /// The payload of a green thread or task that was cancelled (by
 /// [`JoinHandle::abort`](crate::JoinHandle::abort) or by dropping its runtime).

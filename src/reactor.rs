@@ -1213,21 +1213,7 @@ mod loom_model {
     /// saw the event) and handed to the other is never freed twice or under it.
     #[test]
     fn two_owners_wait_for_one_event() {
-        model3(|| {
-            let io = Arc::new(ScheduledIo::default());
-            let (flag_a, flag_b) = (Flag::new(), Flag::new());
-            let a = Owner::new(&io, &flag_a);
-            let b = Owner::new(&io, &flag_b);
-            let a = thread::spawn(move || a.wait_until_woken());
-            let b = thread::spawn(move || b.wait_until_woken());
-            event(&io);
-            finish(&[&flag_a, &flag_b]);
-            let pending_a = a.join().unwrap();
-            let pending_b = b.join().unwrap();
-            assert!(!pending_a || flag_a.wakes() == 1, "lost wake-up of A");
-            assert!(!pending_b || flag_b.wakes() == 1, "lost wake-up of B");
-            assert_settled(&io, &[&flag_a, &flag_b]);
-        });
+        two_owners_and_one_event(true);
     }
 
     /// (b) One owner waiting until woken and one giving up at once, with one event: the
@@ -1235,18 +1221,33 @@ mod loom_model {
     /// registration (maybe in the same, reused entry) must stay and be woken.
     #[test]
     fn an_owner_giving_up_beside_a_waiting_one() {
-        model3(|| {
+        two_owners_and_one_event(false);
+    }
+
+    /// Owner A waits until woken; owner B waits until woken too (`b_waits`) or gives up
+    /// at once; the driver dispatches one event.
+    fn two_owners_and_one_event(b_waits: bool) {
+        model3(move || {
             let io = Arc::new(ScheduledIo::default());
             let (flag_a, flag_b) = (Flag::new(), Flag::new());
             let a = Owner::new(&io, &flag_a);
             let b = Owner::new(&io, &flag_b);
             let a = thread::spawn(move || a.wait_until_woken());
-            let b = thread::spawn(move || b.give_up());
+            let b = thread::spawn(move || {
+                if b_waits {
+                    b.wait_until_woken()
+                } else {
+                    b.give_up()
+                }
+            });
             event(&io);
             finish(&[&flag_a, &flag_b]);
             let pending_a = a.join().unwrap();
-            b.join().unwrap();
+            let pending_b = b.join().unwrap();
             assert!(!pending_a || flag_a.wakes() == 1, "lost wake-up of A");
+            if b_waits {
+                assert!(!pending_b || flag_b.wakes() == 1, "lost wake-up of B");
+            }
             assert_settled(&io, &[&flag_a, &flag_b]);
         });
     }
