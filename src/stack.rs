@@ -9,7 +9,12 @@
 //!   `MADV_NOHUGEPAGE` keeps a transparent huge page (2 MiB of real memory) from ever
 //!   backing it. Pages are committed only when touched.
 //! - The [`StackPool`] keeps a bounded number of finished stacks per worker, with the
-//!   pages they touched, so a short green thread costs no system call.
+//!   pages they touched, so a short green thread costs no system call. It follows
+//!   demand down as well as up: stacks that sat unused in the pool for a whole
+//!   [`POOL_DECAY_PERIOD`] are unmapped, half of them per period
+//!   ([`StackPool::trim_if_due`]), so the memory a burst of green threads needed goes
+//!   back to the system within seconds of the burst, instead of staying at the
+//!   process's all-time peak.
 //! - Each stack is two kernel mappings and `vm.max_map_count` bounds mappings per
 //!   process. Stacks are mapped lazily, at first run, so `spawn` reserves a place in a
 //!   live budget instead ([`Reservation`]): running out is an `io::Error` at spawn, never
@@ -22,6 +27,7 @@ use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// Default usable size of a green stack (virtual: only touched pages cost memory).
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -37,6 +43,17 @@ pub(crate) const POOL_CAPACITY: usize = 1024;
 /// Finished stacks kept by all pools of the process together; their mappings are set
 /// aside from the live budget.
 pub(crate) const POOL_TOTAL_CAPACITY: usize = 4096;
+
+/// How long a pooled stack may sit unused before its pool may unmap it.
+pub(crate) const POOL_DECAY_PERIOD: Duration = Duration::from_secs(1);
+/// Stacks a pool keeps however long they sit unused: enough that a worker coming back
+/// from a quiet spell spawns its first green threads without a system call.
+const POOL_FLOOR: usize = 16;
+/// Most stacks one trim unmaps. An `munmap` costs the worker microseconds (the kernel
+/// flushes the other CPUs' TLBs of this address space), and a trim can run in the
+/// middle of a busy worker's loop: this bounds the pause to about a tenth of a
+/// millisecond.
+const TRIM_BATCH: usize = 32;
 
 /// Stacks currently held by all pools.
 static POOLED: AtomicUsize = AtomicUsize::new(0);
@@ -182,12 +199,23 @@ impl Drop for Stack {
 const POOL_PLACES_BATCH: usize = 32;
 
 /// A worker's cache of finished stacks of the runtime's default size.
+///
+/// A stack (a LIFO: the stack on top was used last, so its pages are the likeliest to
+/// be in cache). Its bottom entries are the ones that have sat unused longest:
+/// `low_water` tracks how deep takes reached since the last trim, and everything below
+/// it has not been touched for that whole period.
 pub(crate) struct StackPool {
     size: usize,
     stacks: Vec<Stack>,
     /// Places this pool holds in [`POOLED`] with no stack in them yet: `POOLED` is the
     /// sum over all pools of `stacks.len() + spare`, so it bounds what they can hold.
     spare: usize,
+    /// The fewest stacks the pool held since the current decay period began: the
+    /// bottom `low_water` stacks sat unused for all of it.
+    low_water: usize,
+    /// When the current decay period ends; `None` while there is nothing to trim (the
+    /// pool at or below its floor), so an idle worker need not wake up for it.
+    period_end: Option<Instant>,
 }
 
 impl StackPool {
@@ -196,6 +224,8 @@ impl StackPool {
             size,
             stacks: Vec::new(),
             spare: 0,
+            low_water: 0,
+            period_end: None,
         }
     }
 
@@ -203,15 +233,71 @@ impl StackPool {
     pub(crate) fn take(&mut self, usable: usize) -> io::Result<Stack> {
         if usable == self.size {
             if let Some(stack) = self.stacks.pop() {
+                self.low_water = self.low_water.min(self.stacks.len());
                 self.spare += 1;
-                if self.spare > 2 * POOL_PLACES_BATCH {
-                    POOLED.fetch_sub(POOL_PLACES_BATCH, Ordering::Relaxed);
-                    self.spare -= POOL_PLACES_BATCH;
-                }
+                self.give_back_spare_places();
                 return Ok(stack);
             }
         }
         Stack::new(usable)
+    }
+
+    /// Returns a batch of spare places to [`POOLED`] when more than two piled up.
+    fn give_back_spare_places(&mut self) {
+        while self.spare > 2 * POOL_PLACES_BATCH {
+            POOLED.fetch_sub(POOL_PLACES_BATCH, Ordering::Relaxed);
+            self.spare -= POOL_PLACES_BATCH;
+        }
+    }
+
+    /// Unmaps half of the stacks that sat unused for the whole decay period just ended
+    /// (at least one, at most [`TRIM_BATCH`], never going below [`POOL_FLOOR`]) and
+    /// starts the next period. Halving rather than unmapping them all keeps a cushion
+    /// for load that comes back in waves, and still brings a full pool down to its
+    /// floor within half a minute of the load going away.
+    ///
+    /// Cheap when nothing is due (no clock read when the pool is at its floor). Returns
+    /// when the caller should call again, `None` while there is nothing to trim: a
+    /// worker about to park sleeps no later than that.
+    pub(crate) fn trim_if_due(&mut self, now: impl FnOnce() -> Instant) -> Option<Instant> {
+        if self.stacks.len() <= POOL_FLOOR {
+            self.period_end = None;
+            return None;
+        }
+        let now = now();
+        let Some(period_end) = self.period_end else {
+            return Some(self.start_period(now));
+        };
+        if now < period_end {
+            return Some(period_end);
+        }
+        let unused = self.low_water.min(self.stacks.len());
+        let unmap = unused
+            .saturating_sub(POOL_FLOOR)
+            .div_ceil(2)
+            .min(TRIM_BATCH);
+        // The bottom entries: below `low_water`, so untouched all period.
+        drop(self.stacks.drain(..unmap));
+        self.spare += unmap;
+        self.give_back_spare_places();
+        if self.stacks.len() <= POOL_FLOOR {
+            self.period_end = None;
+            return None;
+        }
+        Some(self.start_period(now))
+    }
+
+    fn start_period(&mut self, now: Instant) -> Instant {
+        let end = now + POOL_DECAY_PERIOD;
+        self.low_water = self.stacks.len();
+        self.period_end = Some(end);
+        end
+    }
+
+    /// How many stacks the pool holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.stacks.len()
     }
 
     /// Returns a stack whose green thread has finished. Unmapped when this pool or all
@@ -522,6 +608,91 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A pool of `count` small stacks, as a worker's would be after a burst, and the
+    /// stacks' top addresses, bottom (oldest) first.
+    fn pool_after_burst(count: usize) -> (StackPool, Vec<usize>) {
+        let mut pool = StackPool::new(MIN_STACK_SIZE);
+        let stacks: Vec<Stack> = (0..count)
+            .map(|_| Stack::new(MIN_STACK_SIZE).unwrap())
+            .collect();
+        for stack in stacks {
+            pool.put(stack);
+        }
+        assert_eq!(pool.len(), count, "the process-wide pool capacity was full");
+        let tops = pool.stacks.iter().map(|s| s.top() as usize).collect();
+        (pool, tops)
+    }
+
+    fn tops(pool: &StackPool) -> Vec<usize> {
+        pool.stacks.iter().map(|s| s.top() as usize).collect()
+    }
+
+    #[test]
+    fn a_pool_unmaps_stacks_left_unused_for_a_whole_period_oldest_first() {
+        let (mut pool, before) = pool_after_burst(100);
+        let t0 = Instant::now();
+        // The first call only starts a period: nothing has been watched yet.
+        assert_eq!(pool.trim_if_due(|| t0), Some(t0 + POOL_DECAY_PERIOD));
+        assert_eq!(pool.len(), 100);
+        // Not yet due.
+        let early = t0 + POOL_DECAY_PERIOD / 2;
+        assert_eq!(pool.trim_if_due(|| early), Some(t0 + POOL_DECAY_PERIOD));
+        assert_eq!(pool.len(), 100);
+        // Due, with all 100 unused: half of the 84 above the floor is 42, capped at one
+        // batch. The oldest go; the rest keep their order.
+        let t1 = t0 + POOL_DECAY_PERIOD;
+        assert_eq!(pool.trim_if_due(|| t1), Some(t1 + POOL_DECAY_PERIOD));
+        assert_eq!(pool.len(), 100 - TRIM_BATCH);
+        assert_eq!(tops(&pool), before[TRIM_BATCH..]);
+    }
+
+    #[test]
+    fn stacks_used_during_a_period_are_kept() {
+        let (mut pool, _) = pool_after_burst(60);
+        let t0 = Instant::now();
+        pool.trim_if_due(|| t0);
+        // A wave of 50 green threads takes stacks and gives them back: only the bottom
+        // 10 sat unused all period, and none of them is above the floor.
+        let taken: Vec<Stack> = (0..50)
+            .map(|_| pool.take(MIN_STACK_SIZE).unwrap())
+            .collect();
+        for stack in taken {
+            pool.put(stack);
+        }
+        let kept = tops(&pool);
+        let t1 = t0 + POOL_DECAY_PERIOD;
+        assert_eq!(pool.trim_if_due(|| t1), Some(t1 + POOL_DECAY_PERIOD));
+        assert_eq!(tops(&pool), kept, "a stack used this period was unmapped");
+        // The next period sees no takes: (60 - 16) / 2 go.
+        let t2 = t1 + POOL_DECAY_PERIOD;
+        pool.trim_if_due(|| t2);
+        assert_eq!(pool.len(), 60 - 22);
+    }
+
+    #[test]
+    fn an_idle_pool_decays_to_its_floor_and_then_asks_for_no_more_trims() {
+        let (mut pool, before) = pool_after_burst(200);
+        let mut now = Instant::now();
+        let mut trims = 0;
+        while let Some(next) = pool.trim_if_due(|| now) {
+            assert!(next > now, "a trim asked to be called again at once");
+            now = next;
+            trims += 1;
+            assert!(trims < 100, "the pool never reached its floor");
+        }
+        assert_eq!(pool.len(), POOL_FLOOR);
+        assert_eq!(
+            tops(&pool),
+            before[200 - POOL_FLOOR..],
+            "the newest are kept"
+        );
+        // At the floor the clock is not even read.
+        assert_eq!(
+            pool.trim_if_due(|| unreachable!("clock read at the floor")),
+            None
+        );
     }
 
     #[test]

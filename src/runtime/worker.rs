@@ -14,7 +14,9 @@
 //! and take one task from the injector first (so nothing outside starves); otherwise
 //! alternate between the private run queue and the deque (so neither starves the
 //! other), then the inbox; when all are empty, search (injector, then steal a batch from
-//! the others), and when that finds nothing, park until woken or the next timer is due.
+//! the others), and when that finds nothing, park until woken, the next timer is due or
+//! the stack pool's next trim (`StackPool::trim_if_due`, also run every
+//! [`TRIM_INTERVAL`] ticks), whichever comes first.
 //! A green thread that yields does not go back through that loop when its tick would
 //! pick the private run queue anyway (`Core::next_after_yield` takes the same tick and
 //! the same choice): the yield round trip is then a requeue, a pop and two switches.
@@ -49,6 +51,11 @@ use std::time::Instant;
 
 /// How often (in ticks) the injector, inbox and timers are checked first.
 const GLOBAL_INTERVAL: u32 = 61;
+/// How often (in ticks) a busy worker lets its stack pool trim. A trim check reads the
+/// clock (some 20–40 ns here), which every [`GLOBAL_INTERVAL`] ticks would add about 4%
+/// to a yield; the pool's decay period is a second, and a worker that parks checks
+/// then anyway.
+const TRIM_INTERVAL: u32 = 16 * GLOBAL_INTERVAL;
 
 /// The parts of a worker other threads reach.
 pub(crate) struct WorkerShared {
@@ -237,6 +244,9 @@ impl Core {
         }
         if tick.is_multiple_of(GLOBAL_INTERVAL) {
             crate::time::fire_due(&local.timers);
+            if tick.is_multiple_of(TRIM_INTERVAL) {
+                self.trim_stacks();
+            }
             // I/O readiness, so it is not starved while every worker is busy.
             if self.shared.reactor.has_registrations() {
                 if let Some(ready) = self.shared.reactor.poll_now() {
@@ -389,6 +399,12 @@ impl Core {
                 .is_some_and(|d| d <= Instant::now())
     }
 
+    /// Lets the stack pool unmap stacks nobody used for a while (see
+    /// [`StackPool::trim_if_due`]); returns when it wants to be asked again.
+    fn trim_stacks(&self) -> Option<Instant> {
+        self.stacks.borrow_mut().trim_if_due(Instant::now)
+    }
+
     fn has_lifo(&self) -> bool {
         self.lifo_full.get()
     }
@@ -408,7 +424,15 @@ impl Core {
         self.spare_places.give_back_if_tight();
         let idle = &self.shared.idle;
         idle.register_sleeper(self.index);
-        let deadline = local.timers.borrow_mut().next_deadline();
+        // Wake up for the next trim too: an idle worker is exactly the one whose pooled
+        // stacks nothing uses.
+        let deadline = match (
+            local.timers.borrow_mut().next_deadline(),
+            self.trim_stacks(),
+        ) {
+            (Some(timer), Some(trim)) => Some(timer.min(trim)),
+            (timer, trim) => timer.or(trim),
+        };
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // Whoever gets the poll lock waits in epoll_wait (and does the last check for
         // work after publishing itself as the driver: see `Reactor::park`); the others
