@@ -251,10 +251,11 @@ impl StackPool {
     }
 
     /// Unmaps half of the stacks that sat unused for the whole decay period just ended
-    /// (at least one, at most [`TRIM_BATCH`], never going below [`POOL_FLOOR`]) and
+    /// (rounded up, at most [`TRIM_BATCH`], never going below [`POOL_FLOOR`]) and
     /// starts the next period. Halving rather than unmapping them all keeps a cushion
-    /// for load that comes back in waves, and still brings a full pool down to its
-    /// floor within half a minute of the load going away.
+    /// for load that comes back in waves, and still brings a full pool (1,024) down to
+    /// its floor within some 36 periods of the load going away (30 capped trims, then
+    /// six halvings).
     ///
     /// Cheap when nothing is due (no clock read when the pool is at its floor). Returns
     /// when the caller should call again, `None` while there is nothing to trim: a

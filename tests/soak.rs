@@ -3,6 +3,11 @@
 //! (pools filled, allocator arenas grown) RSS must stay flat: growth means something
 //! is kept per green thread, task, wake, timer or message.
 //!
+//! It watches two parts apart, because they fail differently: the green stacks (from
+//! /proc/self/smaps: how many are mapped, and their resident pages) and everything
+//! else (heap, arenas). A stack count that keeps rising means green threads that never
+//! finish or pools that never give stacks back; the rest rising means a leak.
+//!
 //! A round, on 2 workers:
 //! - ping-pong over bounded futures mpsc channels: green thread <-> green thread,
 //!   green thread <-> future task, green thread <-> a foreign OS thread;

@@ -422,14 +422,13 @@ impl Core {
         }
         // While it sleeps nothing would return its spares to a spawner short of room.
         self.spare_places.give_back_if_tight();
+        // Wake up for the next trim too: an idle worker is exactly the one whose pooled
+        // stacks nothing uses. Trimmed before registering as a sleeper, so a wake meant
+        // for us never waits on our munmaps.
+        let next_trim = self.trim_stacks();
         let idle = &self.shared.idle;
         idle.register_sleeper(self.index);
-        // Wake up for the next trim too: an idle worker is exactly the one whose pooled
-        // stacks nothing uses.
-        let deadline = match (
-            local.timers.borrow_mut().next_deadline(),
-            self.trim_stacks(),
-        ) {
+        let deadline = match (local.timers.borrow_mut().next_deadline(), next_trim) {
             (Some(timer), Some(trim)) => Some(timer.min(trim)),
             (timer, trim) => timer.or(trim),
         };
