@@ -10,11 +10,11 @@
 //!   backing it. Pages are committed only when touched.
 //! - The [`StackPool`] keeps a bounded number of finished stacks per worker, with the
 //!   pages they touched, so a short green thread costs no system call. It follows
-//!   demand down as well as up: stacks that sat unused in the pool for a whole
-//!   [`POOL_DECAY_PERIOD`] are unmapped, half of them per period
+//!   demand down as well as up: of the stacks that sat unused in the pool for a whole
+//!   [`POOL_DECAY_PERIOD`], half of those above a small floor are unmapped each period
 //!   ([`StackPool::trim_if_due`]), so the memory a burst of green threads needed goes
-//!   back to the system within seconds of the burst, instead of staying at the
-//!   process's all-time peak.
+//!   back to the system within about 40 seconds of the burst (a full pool), instead of
+//!   staying at the process's all-time peak.
 //! - Each stack is two kernel mappings and `vm.max_map_count` bounds mappings per
 //!   process. Stacks are mapped lazily, at first run, so `spawn` reserves a place in a
 //!   live budget instead ([`Reservation`]): running out is an `io::Error` at spawn, never
@@ -202,8 +202,8 @@ const POOL_PLACES_BATCH: usize = 32;
 ///
 /// A stack (a LIFO: the stack on top was used last, so its pages are the likeliest to
 /// be in cache). Its bottom entries are the ones that have sat unused longest:
-/// `low_water` tracks how deep takes reached since the last trim, and everything below
-/// it has not been touched for that whole period.
+/// `low_water` tracks how deep takes reached since the current decay period began, and
+/// everything below it has not been touched for that whole period.
 pub(crate) struct StackPool {
     size: usize,
     stacks: Vec<Stack>,
@@ -250,8 +250,8 @@ impl StackPool {
         }
     }
 
-    /// Unmaps half of the stacks that sat unused for the whole decay period just ended
-    /// (rounded up, at most [`TRIM_BATCH`], never going below [`POOL_FLOOR`]) and
+    /// Unmaps half of the stacks above [`POOL_FLOOR`] that sat unused for the whole
+    /// decay period just ended (rounded up, at most [`TRIM_BATCH`]) and
     /// starts the next period. Halving rather than unmapping them all keeps a cushion
     /// for load that comes back in waves, and still brings a full pool (1,024) down to
     /// its floor within some 36 periods of the load going away (30 capped trims, then
@@ -670,6 +670,34 @@ mod tests {
         let t2 = t1 + POOL_DECAY_PERIOD;
         pool.trim_if_due(|| t2);
         assert_eq!(pool.len(), 60 - 22);
+    }
+
+    #[test]
+    fn only_stacks_below_the_deepest_take_count_as_unused() {
+        let (mut pool, before) = pool_after_burst(60);
+        let t0 = Instant::now();
+        pool.trim_if_due(|| t0);
+        // 20 taken and given back: the bottom 40 sat unused, 24 of them above the
+        // floor, so 12 go, all from the bottom.
+        let taken: Vec<Stack> = (0..20)
+            .map(|_| pool.take(MIN_STACK_SIZE).unwrap())
+            .collect();
+        for stack in taken {
+            pool.put(stack);
+        }
+        let recently_used = tops(&pool)[40..].to_vec();
+        let t1 = t0 + POOL_DECAY_PERIOD;
+        pool.trim_if_due(|| t1);
+        assert_eq!(pool.len(), 60 - 12);
+        assert_eq!(
+            tops(&pool)[..28],
+            before[12..40],
+            "not the oldest that went"
+        );
+        assert_eq!(tops(&pool)[28..], recently_used[..]);
+        // The unmapped stacks' places went back to the pools' shared count, but for
+        // at most two batches kept at hand.
+        assert!(pool.spare <= 2 * POOL_PLACES_BATCH, "{} spare", pool.spare);
     }
 
     #[test]
