@@ -459,13 +459,6 @@ impl Reactor {
         self.registered.load(Ordering::Relaxed) != 0
     }
 
-    /// Whether I/O is registered and no worker is blocked in `epoll_wait` for it: a
-    /// worker running out of work should park (and drive) rather than spin. A hint
-    /// (relaxed loads): readiness is also polled every few dozen ticks by busy workers.
-    pub(crate) fn wants_driver(&self) -> bool {
-        self.has_registrations() && self.driving.load(Ordering::Relaxed) == NO_DRIVER
-    }
-
     /// Called by a worker about to park (after it registered as a sleeper). Returns
     /// `None` when another thread holds the poll (the caller parks the usual way).
     /// Otherwise it publishes `index` as the driver, runs `has_work` (the caller's last

@@ -2,10 +2,9 @@
 //!
 //! This module owns the protocol that makes wake-ups neither lost nor wasted:
 //! - A worker that runs out of local work becomes *searching* (counted) while it looks
-//!   at the injector and steals, and while it spins for a few microseconds before
-//!   parking (`Core::spin_for_work`: only the one searcher, only while another worker
-//!   is awake). When a searcher finds work and it was the last searcher, it wakes
-//!   another worker, which takes over the search for whatever else is queued.
+//!   at the injector and steals. When a searcher finds work and it was the last
+//!   searcher, it wakes another worker, which takes over the search for whatever else
+//!   is queued.
 //! - Pushing work calls [`Idle::notify_one`]: if somebody is already searching, they will
 //!   find it; otherwise one parked worker is woken and counted as searching. Never more
 //!   than one, so no thundering herd.
@@ -89,16 +88,6 @@ impl Idle {
             return None;
         }
         self.sleepers().last().copied()
-    }
-
-    /// How many workers are registered as parked (or about to park).
-    pub(crate) fn sleeping(&self) -> usize {
-        self.sleeping.load(Ordering::Relaxed)
-    }
-
-    /// How many workers are searching (or spinning) for work.
-    pub(crate) fn searching(&self) -> usize {
-        self.searching.load(Ordering::Relaxed)
     }
 
     pub(crate) fn start_searching(&self) {

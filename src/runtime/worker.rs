@@ -14,10 +14,9 @@
 //! and take one task from the injector first (so nothing outside starves); otherwise
 //! alternate between the private run queue and the deque (so neither starves the
 //! other), then the inbox; when all are empty, search (injector, then steal a batch from
-//! the others; while another worker is awake, keep looking for a few microseconds:
-//! `Core::spin_for_work`), and when that finds nothing, park until woken, the next
-//! timer is due or the stack pool's next trim (`StackPool::trim_if_due`, also run
-//! every [`TRIM_INTERVAL`] ticks), whichever comes first.
+//! the others), and when that finds nothing, park until woken, the next timer is due
+//! or the stack pool's next trim (`StackPool::trim_if_due`, also run every
+//! [`TRIM_INTERVAL`] ticks), whichever comes first.
 //! A green thread that yields does not go back through that loop when its tick would
 //! pick the private run queue anyway (`Core::next_after_yield` takes the same tick and
 //! the same choice): the yield round trip is then a requeue, a pop and two switches.
@@ -224,10 +223,6 @@ impl Core {
                 self.run_task(task);
                 continue;
             }
-            if let Some(task) = self.spin_for_work(local) {
-                self.run_task(task);
-                continue;
-            }
             self.park(local);
         }
     }
@@ -374,41 +369,6 @@ impl Core {
             }
         }
         None
-    }
-
-    /// After a search found nothing: keeps looking for up to [`SPIN_LIMIT`] before
-    /// parking, while another worker is awake and so may push work any moment. Found
-    /// that way, the work costs its pusher no wake-up (we still count as searching, so
-    /// its `notify_one` does nothing) and us no trip through the futex or `epoll_wait`
-    /// and back, which on this VM takes tens of microseconds. Go's scheduler keeps
-    /// "spinning" threads for the same reason. Only one worker spins at a time (the
-    /// only searcher), only while another is awake (not registered as a sleeper), and
-    /// not when registered I/O has nobody in `epoll_wait` for it (we should park and
-    /// drive it): a runtime with nothing to do still sleeps at once.
-    fn spin_for_work(&self, local: &Local) -> Option<Next> {
-        let workers = self.shared.workers.len();
-        let idle = &self.shared.idle;
-        if !self.searching.get()
-            || idle.searching() != 1
-            || idle.sleeping() + 1 >= workers
-            || self.shared.reactor.wants_driver()
-        {
-            return None;
-        }
-        let start = Instant::now();
-        loop {
-            for _ in 0..SPIN_PAUSES {
-                std::hint::spin_loop();
-            }
-            if self.has_work(local) {
-                if let Some(next) = self.search(local) {
-                    return Some(next);
-                }
-            }
-            if start.elapsed() >= SPIN_LIMIT || idle.sleeping() + 1 >= workers {
-                return None;
-            }
-        }
     }
 
     fn next_random(&self) -> u32 {
@@ -752,13 +712,6 @@ impl Core {
         self.shared.drain_injector();
     }
 }
-
-/// How long a worker that ran out of work keeps looking before it parks (see
-/// [`Core::spin_for_work`]).
-const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_micros(25);
-/// `spin_loop` hints between two looks at the queues while spinning: each look reads
-/// every worker's deque ends, cache lines their owners write.
-const SPIN_PAUSES: u32 = 32;
 
 /// Consecutive units a worker may take from its LIFO slot (tokio uses 3 too).
 const MAX_LIFO_STREAK: u32 = 3;
