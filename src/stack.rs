@@ -626,6 +626,14 @@ mod tests {
         (pool, tops)
     }
 
+    /// A wave of `n` green threads: takes `n` stacks from the pool, then gives them back.
+    fn use_stacks(pool: &mut StackPool, n: usize) {
+        let taken: Vec<Stack> = (0..n).map(|_| pool.take(MIN_STACK_SIZE).unwrap()).collect();
+        for stack in taken {
+            pool.put(stack);
+        }
+    }
+
     fn tops(pool: &StackPool) -> Vec<usize> {
         pool.stacks.iter().map(|s| s.top() as usize).collect()
     }
@@ -656,12 +664,7 @@ mod tests {
         pool.trim_if_due(|| t0);
         // A wave of 50 green threads takes stacks and gives them back: only the bottom
         // 10 sat unused all period, and none of them is above the floor.
-        let taken: Vec<Stack> = (0..50)
-            .map(|_| pool.take(MIN_STACK_SIZE).unwrap())
-            .collect();
-        for stack in taken {
-            pool.put(stack);
-        }
+        use_stacks(&mut pool, 50);
         let kept = tops(&pool);
         let t1 = t0 + POOL_DECAY_PERIOD;
         assert_eq!(pool.trim_if_due(|| t1), Some(t1 + POOL_DECAY_PERIOD));
@@ -679,12 +682,7 @@ mod tests {
         pool.trim_if_due(|| t0);
         // 20 taken and given back: the bottom 40 sat unused, 24 of them above the
         // floor, so 12 go, all from the bottom.
-        let taken: Vec<Stack> = (0..20)
-            .map(|_| pool.take(MIN_STACK_SIZE).unwrap())
-            .collect();
-        for stack in taken {
-            pool.put(stack);
-        }
+        use_stacks(&mut pool, 20);
         let recently_used = tops(&pool)[40..].to_vec();
         let t1 = t0 + POOL_DECAY_PERIOD;
         pool.trim_if_due(|| t1);
