@@ -5,8 +5,10 @@
 //!
 //! It watches two parts apart, because they fail differently: the green stacks (from
 //! /proc/self/smaps: how many are mapped, and their resident pages) and everything
-//! else (heap, arenas). A stack count that keeps rising means green threads that never
-//! finish or pools that never give stacks back; the rest rising means a leak.
+//! else (heap, arenas). The rest must stay flat; rising means a leak. The stack count
+//! moves with the rounds' peaks of live green threads (the pools give unused stacks
+//! back after a second), so it must only come back down: a count that only rises means
+//! green threads that never finish or pools that never give stacks back.
 //!
 //! A round, on 2 workers:
 //! - ping-pong over bounded futures mpsc channels: green thread <-> green thread,
@@ -36,19 +38,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-/// Allowed growth over the second half of the run after the warm-up, of RSS and of each
-/// part the soak tells apart (green stacks, everything else): the leak detector. Memory
-/// kept per round grows RSS at a steady rate; at this limit a 10-minute soak (some
-/// 45,000 rounds, 20,000 in its second half, on an 8 MiB process) catches about 10 bytes
-/// kept per round, as the old 5% limit over the whole run did, let alone anything kept
+/// Allowed growth over the second half of the run after the warm-up of RSS without the
+/// green stacks (heap, arenas): the leak detector. Memory kept per round grows it at a
+/// steady rate; at this limit a 10-minute soak (some 45,000 rounds, 20,000 in its second
+/// half, on about 6 MiB) catches about 8 bytes kept per round, let alone anything kept
 /// per green thread or task (a round makes about 3,000).
 const MAX_LATE_GROWTH: f64 = 0.025;
 /// Allowed growth from the end of the warm-up to the end of the run. Looser than
 /// twice [`MAX_LATE_GROWTH`]: high-water marks (stack pools, queue and waiter-list
 /// capacities, allocator arenas) keep rising for a while after the warm-up, each new
 /// high more rarely (the curve flattens), as rare bursts of scheduling set new peaks.
-/// The stack pools follow demand back down (they unmap stacks left unused for a second),
-/// so theirs do not ratchet.
+/// The green stacks are checked apart ([`StackEnvelope`]): the pools unmap stacks left
+/// unused for a second, so their count follows demand instead of a high-water mark.
 const MAX_GROWTH: f64 = 0.10;
 const WORKERS: usize = 2;
 const PINGS: u64 = 200;
@@ -256,7 +257,6 @@ fn check(samples: &[Sample], warmup: Duration, rounds: u64, timeouts: bool) {
         warm.len()
     );
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
-    let count = |n: u64| n.to_string();
     let mut curve = String::new();
     let step = samples.len().div_ceil(24).max(1);
     for (i, (t, m)) in samples.iter().enumerate() {
@@ -272,7 +272,7 @@ fn check(samples: &[Sample], warmup: Duration, rounds: u64, timeouts: bool) {
     }
     let total = Growth::of("RSS", &warm, |m| m.rss_kib);
     let rest = Growth::of("RSS without green stacks", &warm, Memory::rest_kib);
-    let stacks = Growth::of("green stacks mapped", &warm, |m| m.stacks);
+    let stacks = StackEnvelope::of(&warm);
     eprintln!(
         "soak: {rounds} rounds in {:.0} s (timeouts phase {}), memory curve:\n{curve}\
          after the {:.0} s warm-up:\n  {}\n  {}\n  {}",
@@ -281,20 +281,65 @@ fn check(samples: &[Sample], warmup: Duration, rounds: u64, timeouts: bool) {
         warmup.as_secs_f64(),
         total.report(mib),
         rest.report(mib),
-        stacks.report(count),
+        stacks.report(),
     );
-    // The most specific failure first: what grows says what is kept.
     rest.assert_flat(
         mib,
         "something other than green stacks is kept per round (a leak), or a high-water \
          mark (queue, waiter list, allocator arena) is far above what the warm-up reached",
     );
-    stacks.assert_flat(
-        count,
-        "more green stacks stay mapped as the run goes on: green threads are not \
-         finishing, or the stack pools keep stacks nobody uses instead of unmapping them",
+    assert!(
+        stacks.comes_back_down(),
+        "soak: {}: the count of green stacks never came back down to what it was early \
+         in the run: green threads are not finishing, or the stack pools keep stacks \
+         nobody uses instead of unmapping them",
+        stacks.report()
     );
-    total.assert_flat(mib, "the process's memory is not flat");
+    // RSS as a whole is reported, not checked: it is the sum of the two parts above,
+    // and the stacks' part moves with the rounds' peaks.
+}
+
+/// The count of green stacks mapped over the run after the warm-up, as extremes. It is
+/// not expected to be flat: the pools unmap stacks left unused for a second, so the
+/// count follows the recent peaks of live green threads, which move with how the
+/// rounds happen to be scheduled (the 30-minute soak of 2026-12-03 went between 484
+/// and 832). What must hold is that it comes back down: at some point in the last
+/// quarter of the run it is no higher than it was at some point in the first quarter.
+/// A count that only ever rises (pools that keep every stack, or green threads that
+/// never finish) fails that, whatever the noise.
+struct StackEnvelope {
+    early_max: u64,
+    late_min: u64,
+    overall_min: u64,
+    overall_max: u64,
+}
+
+impl StackEnvelope {
+    fn of(warm: &[Sample]) -> StackEnvelope {
+        let quarter = (warm.len() / 4).max(1);
+        let counts = |s: &[Sample]| s.iter().map(|(_, m)| m.stacks).collect::<Vec<_>>();
+        let early = counts(&warm[..quarter]);
+        let late = counts(&warm[warm.len() - quarter..]);
+        let all = counts(warm);
+        StackEnvelope {
+            early_max: *early.iter().max().unwrap(),
+            late_min: *late.iter().min().unwrap(),
+            overall_min: *all.iter().min().unwrap(),
+            overall_max: *all.iter().max().unwrap(),
+        }
+    }
+
+    fn comes_back_down(&self) -> bool {
+        self.late_min <= self.early_max
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "green stacks mapped: between {} and {}; highest in the first quarter {}, \
+             lowest in the last quarter {} (must be no higher)",
+            self.overall_min, self.overall_max, self.early_max, self.late_min
+        )
+    }
 }
 
 /// Runs rounds on a runtime for `duration`, sampling RSS between rounds.
