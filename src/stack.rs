@@ -200,10 +200,10 @@ const POOL_PLACES_BATCH: usize = 32;
 
 /// A worker's cache of finished stacks of the runtime's default size.
 ///
-/// A stack (a LIFO: the stack on top was used last, so its pages are the likeliest to
-/// be in cache). Its bottom entries are the ones that have sat unused longest:
-/// `low_water` tracks how deep takes reached since the current decay period began, and
-/// everything below it has not been touched for that whole period.
+/// Kept last in, first out: the stack on top was used last, so its pages are the
+/// likeliest to be in cache, and the bottom entries are the ones that sat unused
+/// longest. `low_water` tracks how deep takes reached since the current decay period
+/// began; everything below it has not been touched for that whole period.
 pub(crate) struct StackPool {
     size: usize,
     stacks: Vec<Stack>,
@@ -251,8 +251,8 @@ impl StackPool {
     }
 
     /// Unmaps half of the stacks above [`POOL_FLOOR`] that sat unused for the whole
-    /// decay period just ended (rounded up, at most [`TRIM_BATCH`]) and
-    /// starts the next period. Halving rather than unmapping them all keeps a cushion
+    /// decay period just ended (rounded up, at most [`TRIM_BATCH`]) and starts the
+    /// next period. Halving rather than unmapping them all keeps a cushion
     /// for load that comes back in waves, and still brings a full pool (1,024) down to
     /// its floor within some 36 periods of the load going away (30 capped trims, then
     /// six halvings).
