@@ -261,17 +261,23 @@ impl StackPool {
     /// when the caller should call again, `None` while there is nothing to trim: a
     /// worker about to park sleeps no later than that.
     pub(crate) fn trim_if_due(&mut self, now: impl FnOnce() -> Instant) -> Option<Instant> {
-        if self.stacks.len() <= POOL_FLOOR {
-            self.period_end = None;
-            return None;
+        if self.stacks.len() > POOL_FLOOR {
+            let now = now();
+            match self.period_end {
+                Some(end) if now < end => return Some(end),
+                Some(_) => self.unmap_unused(),
+                None => {}
+            }
+            if self.stacks.len() > POOL_FLOOR {
+                return Some(self.start_period(now));
+            }
         }
-        let now = now();
-        let Some(period_end) = self.period_end else {
-            return Some(self.start_period(now));
-        };
-        if now < period_end {
-            return Some(period_end);
-        }
+        self.period_end = None;
+        None
+    }
+
+    /// The trim itself: half of the stacks above the floor that sat unused all period.
+    fn unmap_unused(&mut self) {
         let unused = self.low_water.min(self.stacks.len());
         let unmap = unused
             .saturating_sub(POOL_FLOOR)
@@ -281,11 +287,6 @@ impl StackPool {
         drop(self.stacks.drain(..unmap));
         self.spare += unmap;
         self.give_back_spare_places();
-        if self.stacks.len() <= POOL_FLOOR {
-            self.period_end = None;
-            return None;
-        }
-        Some(self.start_period(now))
     }
 
     fn start_period(&mut self, now: Instant) -> Instant {

@@ -428,10 +428,8 @@ impl Core {
         let next_trim = self.trim_stacks();
         let idle = &self.shared.idle;
         idle.register_sleeper(self.index);
-        let deadline = match (local.timers.borrow_mut().next_deadline(), next_trim) {
-            (Some(timer), Some(trim)) => Some(timer.min(trim)),
-            (timer, trim) => timer.or(trim),
-        };
+        let next_timer = local.timers.borrow_mut().next_deadline();
+        let deadline = next_timer.into_iter().chain(next_trim).min();
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // Whoever gets the poll lock waits in epoll_wait (and does the last check for
         // work after publishing itself as the driver: see `Reactor::park`); the others
