@@ -40,6 +40,19 @@ fn main() {
     // dropped before: nobody listens, but tracing's has_been_set() stays true),
     // "yield-fmt-info" (a scoped fmt subscriber at INFO: greenrt's spans filtered out),
     // "yield-registry" (a scoped bare registry: every span recorded).
+    // PROFILE_TRACE=fmt-info|registry: the same subscribers as below, scoped to the
+    // whole run, for the multi-thread modes (e.g. yieldmany, as in tracing_cost).
+    let _trace_guard = match std::env::var("PROFILE_TRACE").as_deref() {
+        Ok("fmt-info") => Some(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+                .with_writer(std::io::sink)
+                .finish()
+                .set_default(),
+        ),
+        Ok("registry") => Some(tracing_subscriber::registry().set_default()),
+        _ => None,
+    };
     let mode = match mode.as_str() {
         "yield-after-scoped" => {
             drop(tracing_subscriber::fmt().finish().set_default());

@@ -541,7 +541,7 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     #[cfg(feature = "tracing")]
     if crate::trace::listening() && green.trace.wants_slice() {
         // SAFETY: forwarded from the caller.
-        unsafe { resume_traced(green) };
+        unsafe { switch_in_traced(green) };
     } else {
         // SAFETY: forwarded from the caller.
         unsafe { switch_in(green) };
@@ -556,15 +556,21 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     unsafe { (*green.run.get()).why }
 }
 
-/// The switch of [`resume`] wrapped in the green thread's tracing slice. Kept out of
-/// line so that, with nobody listening, `resume` compiles to the same code as without
-/// the `tracing` feature.
+/// The switch of [`resume`] inside the green thread's tracing slice. The slice's two
+/// halves are calls that return before and after the switch, so the switch itself is
+/// at the same call depth as the untraced one (see [`crate::trace::enter_slice`]).
+///
+/// # Safety
+/// As for [`resume`].
 #[cfg(feature = "tracing")]
-#[inline(never)]
-#[cold]
-unsafe fn resume_traced(green: &GreenThread) {
+#[inline(always)]
+unsafe fn switch_in_traced(green: &GreenThread) {
+    let slice = crate::trace::enter_slice(&green.trace);
     // SAFETY: forwarded from the caller.
-    crate::trace::run_slice(&green.trace, || unsafe { switch_in(green) });
+    unsafe { switch_in(green) };
+    if let Some(slice) = slice {
+        crate::trace::exit_slice(&green.trace, slice);
+    }
 }
 
 /// Switches from the resumer into `green` until it switches back.

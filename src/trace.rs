@@ -10,7 +10,7 @@
 //! created at spawn as a child of the spawner's current span, and it remembers the
 //! dispatcher that was the default where it was spawned.
 //!
-//! - Switch in ([`run_slice`], on the resumer's stack): if that dispatcher was a
+//! - Switch in ([`enter_slice`], on the resumer's stack): if that dispatcher was a
 //!   scoped one (`set_default`), make it the default for this slice (on a worker it is
 //!   left installed for the next slices that use the same one, since `set_default`
 //!   costs a contended atomic; the worker restores its own default when it goes idle
@@ -19,7 +19,7 @@
 //!   worker (worker threads never enter spans themselves, so their base is "none"). Enter
 //!   the green thread's span, then re-enter, outermost first, the user spans it had
 //!   entered when it last switched out.
-//! - Switch out (the rest of [`run_slice`]): exit every span above the green thread's own
+//! - Switch out ([`exit_slice`]): exit every span above the green thread's own
 //!   span (or above the base when its own span is disabled), saving them, then exit its
 //!   own span and restore the previous default.
 //!
@@ -58,7 +58,7 @@ struct Traced {
     saved: Vec<Id>,
 }
 
-// SAFETY: `traced` is touched only in `run_slice` and `wants_slice`, which run on the
+// SAFETY: `traced` is touched only in `enter_slice`, `exit_slice` and `wants_slice`, which run on the
 // thread resuming the green thread, and only one thread resumes a green thread at a
 // time (the state machine in state.rs; see GreenThread's Sync impl); the `Send` parts
 // inside (`Span`, `Dispatch`, `Id`s) move with it as its control block does.
@@ -81,10 +81,10 @@ impl GreenTrace {
     /// resumer once [`listening`] is true. False for a green thread spawned while nobody
     /// listened as long as nobody listens where it is resumed, so such green threads
     /// skip the slice machinery; the answer is not cached, so a subscriber set later is
-    /// still adopted (see `run_slice`).
+    /// still adopted (see `enter_slice`).
     #[inline]
     pub(crate) fn wants_slice(&self) -> bool {
-        // SAFETY: only its resumer calls this, like `run_slice` (see the Sync impl).
+        // SAFETY: only its resumer calls this, like `enter_slice` (see the Sync impl).
         if unsafe { (*self.traced.get()).is_some() } {
             return true;
         }
@@ -255,18 +255,27 @@ pub(crate) fn listening() -> bool {
     dispatcher::has_been_set()
 }
 
-/// Runs one slice of a green thread's execution: `switch` (the resumer switching into
-/// the green thread, returning when it switches out) wrapped in the green thread's
-/// tracing context. Called by the resumer once [`listening`] and
-/// [`GreenTrace::wants_slice`] said there is tracing work to do.
+/// What a slice's switch out needs from its switch in: the base span and the default
+/// to restore.
+pub(crate) struct Slice {
+    base: Option<Id>,
+    restore: Option<dispatcher::DefaultGuard>,
+}
+
+/// Switch in: sets up a slice of a green thread's execution in its tracing context, just
+/// before the resumer switches into it; [`exit_slice`] ends the slice once it switched
+/// back. Called by the resumer once [`listening`] and [`GreenTrace::wants_slice`] said
+/// there is tracing work to do. Returns None when there is none after all (spawned
+/// while nobody listened, and nobody listens here yet).
 ///
-/// One function rather than a guard object: the slice's state (dispatcher, own span,
-/// base, restored default) stays in registers and locals across the switch instead of
-/// being built, moved and dropped as a struct, which was a third of the per-switch cost
-/// with a `fmt` subscriber. Nothing in between can unwind: the switch returns normally
-/// (a green thread's panics are caught on its own stack).
-#[inline]
-pub(crate) fn run_slice(trace: &GreenTrace, switch: impl FnOnce()) {
+/// Two calls that each return before the switch, not one function wrapped around it:
+/// the switch must happen at the same call depth as an untraced one. A frame around it
+/// leaves the return-stack predictor one entry off on both sides (the green thread's
+/// `ret` out of `yield_now` would pop the resumer's return address, and the resumer's
+/// `ret` the green thread's), two mispredicted returns per slice, which was most of the
+/// cost of a `fmt` subscriber on yield_many.
+#[inline(never)]
+pub(crate) fn enter_slice(trace: &GreenTrace) -> Option<Slice> {
     // SAFETY: we are the resumer (see the Sync impl): nobody else touches it.
     let slot = unsafe { &mut *trace.traced.get() };
     let traced = match slot {
@@ -276,16 +285,15 @@ pub(crate) fn run_slice(trace: &GreenTrace, switch: impl FnOnce()) {
             // since, adopt it now, so user spans entered from here on are still kept
             // per green thread. Asked without cloning first: this runs at every switch
             // of such a green thread for as long as nobody listens.
-            match dispatcher::get_default(|d| (!d.is::<NoSubscriber>()).then(|| d.clone())) {
-                Some(dispatch) => slot.insert(Box::new(Traced {
-                    _span: tracing::Span::none(),
-                    own: None,
-                    dispatch,
-                    kind: Kind::Global,
-                    saved: Vec::new(),
-                })),
-                None => return switch(),
-            }
+            let dispatch =
+                dispatcher::get_default(|d| (!d.is::<NoSubscriber>()).then(|| d.clone()))?;
+            slot.insert(Box::new(Traced {
+                _span: tracing::Span::none(),
+                own: None,
+                dispatch,
+                kind: Kind::Global,
+                saved: Vec::new(),
+            }))
         }
     };
     let Traced {
@@ -294,8 +302,7 @@ pub(crate) fn run_slice(trace: &GreenTrace, switch: impl FnOnce()) {
         kind,
         saved,
         ..
-    } = &mut **traced;
-    let own = own.as_ref();
+    } = &**traced;
     let on_worker = crate::runtime::context::on_worker();
     let restore = make_current(dispatch, *kind, on_worker);
     // Worker threads never enter spans themselves, so their base is "none".
@@ -310,13 +317,29 @@ pub(crate) fn run_slice(trace: &GreenTrace, switch: impl FnOnce()) {
     for id in saved.iter() {
         dispatch.enter(id);
     }
+    Some(Slice { base, restore })
+}
 
-    switch();
-
-    // Switched out: exit (and save, innermost first) every span above the green
-    // thread's own span, or above the base when its own span is disabled.
+/// Switch out: ends the slice [`enter_slice`] began, once the green thread switched
+/// back. Exits (and saves, innermost first) every span above the green thread's own
+/// span, or above the base when its own span is disabled, then its own span, then
+/// restores the resumer's default.
+#[inline(never)]
+pub(crate) fn exit_slice(trace: &GreenTrace, slice: Slice) {
+    // SAFETY: we are the resumer (see the Sync impl); the green thread itself never
+    // touches its tracing state, so nothing changed it while it ran.
+    let Some(traced) = (unsafe { &mut *trace.traced.get() }) else {
+        return; // unreachable: enter_slice returned a slice only with the state set
+    };
+    let Traced {
+        own,
+        dispatch,
+        saved,
+        ..
+    } = &mut **traced;
+    let own = own.as_ref();
     saved.clear();
-    let stop = own.or(base.as_ref());
+    let stop = own.or(slice.base.as_ref());
     loop {
         let current = dispatch.current_span();
         match current.id() {
@@ -334,7 +357,7 @@ pub(crate) fn run_slice(trace: &GreenTrace, switch: impl FnOnce()) {
     }
     // Last, restore the resumer's dispatcher (tested first: usually there is nothing to
     // restore, and this keeps the guard's drop glue off that path).
-    if let Some(guard) = restore {
+    if let Some(guard) = slice.restore {
         drop(guard);
     }
 }
