@@ -118,9 +118,17 @@ unsafe extern "sysv64" fn trampoline() -> ! {
         "pop rax", // the entry function
         // rbp = 0 ends frame-pointer walks.
         "xor ebp, ebp",
-        // rsp is 16-byte aligned here (see init_stack), as the call requires.
-        "call rax",
+        // Enter it as a call would, but without `call`: the entry never returns, so a
+        // `call` would leave an entry on the return-stack predictor that nothing pops,
+        // and the resumer's next `ret` (and each one after it, shifted by one) would
+        // mispredict, twice per spawn + join. Push the return address a call would have
+        // pushed (label 1, inside this frame, so backtraces still end here), then jump.
+        // rsp is 16-byte aligned before the push (see init_stack), as at a call.
+        "lea rcx, [rip + 1f]",
+        "push rcx",
+        "jmp rax",
         // The entry function never returns; trap if it ever does.
+        "1:",
         "ud2",
         ".cfi_endproc",
     )
@@ -135,7 +143,7 @@ unsafe extern "sysv64" fn trampoline() -> ! {
 pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, arg: *mut u8) -> StackPointer {
     debug_assert_eq!(top as usize % 16, 0, "stack top must be 16-byte aligned");
     // The switch pops the resume address and jumps; the trampoline pops arg and entry,
-    // leaving rsp = sp + 24, which must be 16-byte aligned for its call: sp = top - 40.
+    // leaving rsp = sp + 24, which must be 16-byte aligned as at a call: sp = top - 40.
     let sp = top.wrapping_sub(40) as *mut usize;
     let slots: [usize; 3] = [
         trampoline as *const () as usize,
