@@ -210,20 +210,30 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
 }
 
 impl Core {
+    /// The worker's loop. Green threads are resumed from this frame itself
+    /// (`run_task`, `run_green` and `resume_loop` are inlined here, once): it never
+    /// returns while green threads run, so when one switches back, the return addresses
+    /// it pushed on the way into its suspend call stay on the CPU's return-stack
+    /// predictor, and the next green thread resumed from the same call site (a server's
+    /// connections all wait in the same `read`) finds them there. Returning from a
+    /// frame after each switch, and calling one before the next, would pop them and
+    /// push others: mispredicted returns on both sides.
     fn run_loop(&self, local: &Local) {
         loop {
             if self.shared.is_shutdown() {
                 return;
             }
-            if let Some(task) = self.next_local(local) {
-                self.run_task(task);
-                continue;
-            }
-            if let Some(task) = self.search(local) {
-                self.run_task(task);
-                continue;
-            }
-            self.park(local);
+            let next = match self.next_local(local) {
+                Some(task) => task,
+                None => match self.search(local) {
+                    Some(task) => task,
+                    None => {
+                        self.park(local);
+                        continue;
+                    }
+                },
+            };
+            self.run_task(next);
         }
     }
 
@@ -476,25 +486,30 @@ impl Core {
         }
     }
 
+    #[inline(always)]
     fn run_task(&self, next: Next) {
         if self.searching.replace(false) && self.shared.idle.stop_searching() {
             // The last searcher found work: hand the search to another worker in case
             // more is queued.
             self.shared.notify_one();
         }
-        match next {
-            Next::Started(Runnable { green, yielded }) => self.run_green(green, yielded),
-            Next::Task(Task::Green(green)) => self.run_green(green, false),
+        // One call site for run_green, so that it is inlined once.
+        let (green, yielded) = match next {
+            Next::Started(Runnable { green, yielded }) => (green, yielded),
+            Next::Task(Task::Green(green)) => (green, false),
             Next::Task(Task::Future(task)) => {
                 task.run(|task| self.deque.push(Task::Future(task)));
+                return;
             }
-        }
+        };
+        self.run_green(green, yielded);
     }
 
     /// Runs a green thread until it suspends. `yielded`: it is coming back from a
     /// yield, still RUNNING (a yield leaves the state word alone: the green thread sits
     /// in this worker's private queue, which nobody else can reach, and a wake meanwhile
     /// only sets NOTIFIED). Otherwise it was SCHEDULED and we take it to RUNNING.
+    #[inline(always)]
     fn run_green(&self, green: Arc<GreenThread>, yielded: bool) {
         let previous = if yielded {
             debug_assert!(green.state.load() & crate::state::RUNNING != 0);
@@ -542,6 +557,7 @@ impl Core {
     /// Resumes `green` (held RUNNING, started, at home here) until it suspends; when it
     /// yields, goes on with [`Core::next_after_yield`]'s pick without a trip through
     /// the main loop.
+    #[inline(always)]
     fn resume_loop(&self, mut green: Arc<GreenThread>) {
         loop {
             // SAFETY: we hold it RUNNING and an Arc to it for the whole call, it is
