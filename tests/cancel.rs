@@ -233,13 +233,22 @@ fn dropping_the_runtime_unwinds_suspended_green_threads() {
                 let started_tx = started_tx.clone();
                 greens.push(rt.spawn(move || {
                     let _guard = guard;
+                    // Spawned before saying "started", so it is a real green thread
+                    // when shutdown begins.
+                    let never =
+                        (i % 4 == 2).then(|| greenrt::spawn(|| greenrt::block_on(pending::<()>())));
                     started_tx.send(()).unwrap();
-                    match i % 4 {
-                        0 => greenrt::sleep(Duration::from_secs(3600)),
-                        1 => greenrt::block_on(pending::<()>()),
-                        2 => {
-                            let never = greenrt::spawn(|| greenrt::block_on(pending::<()>()));
-                            never.join().unwrap();
+                    match (i % 4, never) {
+                        (0, _) => greenrt::sleep(Duration::from_secs(3600)),
+                        (1, _) => greenrt::block_on(pending::<()>()),
+                        // Shutdown may cancel `never` before this join starts (from
+                        // another worker): join then returns its Cancelled at once, and
+                        // re-raising it ends this one cancelled too, as a caller that
+                        // passes a child's cancellation on should.
+                        (_, Some(never)) => {
+                            if let Err(payload) = never.join() {
+                                std::panic::resume_unwind(payload)
+                            }
                         }
                         _ => loop {
                             greenrt::yield_now();
