@@ -539,7 +539,9 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     debug_assert!(green.state.load() & crate::state::RUNNING != 0);
     let outer = CURRENT.replace(Some(NonNull::from(green)));
     #[cfg(feature = "tracing")]
-    if crate::trace::listening() && green.trace.wants_slice() {
+    // SAFETY (wants_slice): the caller holds it RUNNING on its home thread: we are its
+    // resumer.
+    if crate::trace::listening() && unsafe { green.trace.wants_slice() } {
         // SAFETY: forwarded from the caller.
         unsafe { switch_in_traced(green) };
     } else {
@@ -565,11 +567,14 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
 #[cfg(feature = "tracing")]
 #[inline(always)]
 unsafe fn switch_in_traced(green: &GreenThread) {
-    let slice = crate::trace::enter_slice(&green.trace);
+    // SAFETY: the caller holds it RUNNING on its home thread (resume's contract): we
+    // are its resumer, about to switch in.
+    let slice = unsafe { crate::trace::enter_slice(&green.trace) };
     // SAFETY: forwarded from the caller.
     unsafe { switch_in(green) };
     if let Some(slice) = slice {
-        crate::trace::exit_slice(&green.trace, slice);
+        // SAFETY: the same resumer, switched back to, ending the slice it began.
+        unsafe { crate::trace::exit_slice(&green.trace, slice) };
     }
 }
 

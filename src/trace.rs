@@ -58,9 +58,9 @@ struct Traced {
     saved: Vec<Id>,
 }
 
-// SAFETY: `traced` is touched only in `enter_slice`, `exit_slice` and `wants_slice`, which run on the
-// thread resuming the green thread, and only one thread resumes a green thread at a
-// time (the state machine in state.rs; see GreenThread's Sync impl); the `Send` parts
+// SAFETY: `traced` is touched only in `enter_slice`, `exit_slice` and `wants_slice`,
+// whose contract is that they run on the thread resuming the green thread, and only one
+// thread resumes a green thread at a time (the state machine in state.rs; see GreenThread's Sync impl); the `Send` parts
 // inside (`Span`, `Dispatch`, `Id`s) move with it as its control block does.
 unsafe impl Sync for GreenTrace {}
 
@@ -82,9 +82,13 @@ impl GreenTrace {
     /// listened as long as nobody listens where it is resumed, so such green threads
     /// skip the slice machinery; the answer is not cached, so a subscriber set later is
     /// still adopted (see `enter_slice`).
+    ///
+    /// # Safety
+    /// As for [`enter_slice`]: the caller is the green thread's resumer.
     #[inline]
-    pub(crate) fn wants_slice(&self) -> bool {
-        // SAFETY: only its resumer calls this, like `enter_slice` (see the Sync impl).
+    pub(crate) unsafe fn wants_slice(&self) -> bool {
+        // SAFETY: the caller is the resumer (the contract), the only thread that touches
+        // `traced` (see the Sync impl).
         if unsafe { (*self.traced.get()).is_some() } {
             return true;
         }
@@ -274,9 +278,14 @@ pub(crate) struct Slice {
 /// `ret` out of `yield_now` would pop the resumer's return address, and the resumer's
 /// `ret` the green thread's), two mispredicted returns per slice, which was most of the
 /// cost of a `fmt` subscriber on yield_many.
+///
+/// # Safety
+/// The caller is the green thread's resumer: it holds it RUNNING on its home thread
+/// (so no other thread resumes it meanwhile) and is about to switch into it.
 #[inline(never)]
-pub(crate) fn enter_slice(trace: &GreenTrace) -> Option<Slice> {
-    // SAFETY: we are the resumer (see the Sync impl): nobody else touches it.
+pub(crate) unsafe fn enter_slice(trace: &GreenTrace) -> Option<Slice> {
+    // SAFETY: the caller is the resumer (the contract), the only thread that touches
+    // `traced` (see the Sync impl), and holds no other reference to it.
     let slot = unsafe { &mut *trace.traced.get() };
     let traced = match slot {
         Some(traced) => traced,
@@ -324,12 +333,19 @@ pub(crate) fn enter_slice(trace: &GreenTrace) -> Option<Slice> {
 /// back. Exits (and saves, innermost first) every span above the green thread's own
 /// span, or above the base when its own span is disabled, then its own span, then
 /// restores the resumer's default.
+///
+/// # Safety
+/// The caller is the resumer that called [`enter_slice`] for this slice, just switched
+/// back to by the green thread.
 #[inline(never)]
-pub(crate) fn exit_slice(trace: &GreenTrace, slice: Slice) {
-    // SAFETY: we are the resumer (see the Sync impl); the green thread itself never
-    // touches its tracing state, so nothing changed it while it ran.
+pub(crate) unsafe fn exit_slice(trace: &GreenTrace, slice: Slice) {
+    // SAFETY: the caller is the resumer (the contract), the only thread that touches
+    // `traced` (see the Sync impl); the green thread itself never touches its tracing
+    // state, so nothing changed it while it ran.
     let Some(traced) = (unsafe { &mut *trace.traced.get() }) else {
-        return; // unreachable: enter_slice returned a slice only with the state set
+        // enter_slice returns a slice only with the state set, and nothing unsets it.
+        debug_assert!(false, "a tracing slice ended without its state");
+        return;
     };
     let Traced {
         own,

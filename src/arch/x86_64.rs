@@ -122,13 +122,13 @@ unsafe extern "sysv64" fn trampoline() -> ! {
         // `call` would leave an entry on the return-stack predictor that nothing pops,
         // and the resumer's next `ret` (and each one after it, shifted by one) would
         // mispredict, twice per spawn + join. Push the return address a call would have
-        // pushed (label 1, inside this frame, so backtraces still end here), then jump.
+        // pushed (label 2, inside this frame, so backtraces still end here), then jump.
         // rsp is 16-byte aligned before the push (see init_stack), as at a call.
-        "lea rcx, [rip + 1f]",
+        "lea rcx, [rip + 2f]",
         "push rcx",
         "jmp rax",
         // The entry function never returns; trap if it ever does.
-        "1:",
+        "2:",
         "ud2",
         ".cfi_endproc",
     )

@@ -211,7 +211,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
 
 impl Core {
     /// The worker's loop. Green threads are resumed from this frame itself
-    /// (`run_task`, `run_green` and `resume_loop` are inlined here, once): it never
+    /// (`run_task`, `run_green` and `resume_loop` are inlined here): it never
     /// returns while green threads run, so when one switches back, the return addresses
     /// it pushed on the way into its suspend call stay on the CPU's return-stack
     /// predictor, and the next green thread resumed from the same call site (a server's
@@ -493,7 +493,7 @@ impl Core {
             // more is queued.
             self.shared.notify_one();
         }
-        // One call site for run_green, so that it is inlined once.
+        // One call site for run_green, which is inlined.
         let (green, yielded) = match next {
             Next::Started(Runnable { green, yielded }) => (green, yielded),
             Next::Task(Task::Green(green)) => (green, false),
