@@ -5,9 +5,9 @@
 //!   at the injector and steals. When a searcher finds work and it was the last
 //!   searcher, it wakes another worker, which takes over the search for whatever else
 //!   is queued.
-//! - Pushing work calls [`Idle::notify_one`]: if somebody is already searching, they will
-//!   find it; otherwise one parked worker is woken and counted as searching. Never more
-//!   than one, so no thundering herd.
+//! - Pushing work calls [`Shared::notify_one`](super::Shared::notify_one): if somebody
+//!   is already searching, they will find it; otherwise one parked worker is woken and
+//!   counted as searching. Never more than one, so no thundering herd.
 //! - A worker about to park first registers as a sleeper, then (after a SeqCst fence)
 //!   checks every queue once more. A pusher does push, fence, then reads the counters.
 //!   Either the pusher sees the sleeper, or the sleeper sees the work: no lost wake-up.
