@@ -539,8 +539,8 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     debug_assert!(green.state.load() & crate::state::RUNNING != 0);
     let outer = CURRENT.replace(Some(NonNull::from(green)));
     #[cfg(feature = "tracing")]
-    // SAFETY (wants_slice): the caller holds it RUNNING on its home thread: we are its
-    // resumer.
+    // SAFETY: `wants_slice` wants its resumer; the caller holds it RUNNING on its home
+    // thread, so that is us.
     if crate::trace::listening() && unsafe { green.trace.wants_slice() } {
         // SAFETY: forwarded from the caller.
         unsafe { switch_in_traced(green) };
