@@ -60,8 +60,9 @@ struct Traced {
 
 // SAFETY: `traced` is touched only in `enter_slice`, `exit_slice` and `wants_slice`,
 // whose contract is that they run on the thread resuming the green thread, and only one
-// thread resumes a green thread at a time (the state machine in state.rs; see GreenThread's Sync impl); the `Send` parts
-// inside (`Span`, `Dispatch`, `Id`s) move with it as its control block does.
+// thread resumes a green thread at a time (the state machine in state.rs; see
+// GreenThread's Sync impl); the `Send` parts inside (`Span`, `Dispatch`, `Id`s) move
+// with it as its control block does.
 unsafe impl Sync for GreenTrace {}
 
 impl GreenTrace {

@@ -210,14 +210,14 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
 }
 
 impl Core {
-    /// The worker's loop. Green threads are resumed from this frame itself
-    /// (`run_task`, `run_green` and `resume_loop` are inlined here): it never
-    /// returns while green threads run, so when one switches back, the return addresses
-    /// it pushed on the way into its suspend call stay on the CPU's return-stack
-    /// predictor, and the next green thread resumed from the same call site (a server's
-    /// connections all wait in the same `read`) finds them there. Returning from a
-    /// frame after each switch, and calling one before the next, would pop them and
-    /// push others: mispredicted returns on both sides.
+    /// The worker's loop. Green threads are resumed from this frame itself (`run_task`,
+    /// `run_green` and `resume_loop` are inlined here): it never returns while green
+    /// threads run, so when one switches back, the return addresses it pushed on the way
+    /// into its suspend call stay on the CPU's return-stack predictor, and the next green
+    /// thread resumed from the same call site (a server's connections all wait in the
+    /// same `read`) finds them there. Returning from a frame after each switch, and
+    /// calling one before the next, would pop them and push others: mispredicted returns
+    /// on both sides.
     fn run_loop(&self, local: &Local) {
         loop {
             if self.shared.is_shutdown() {
