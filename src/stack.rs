@@ -623,8 +623,16 @@ mod tests {
             pool.put(stack);
         }
         assert_eq!(pool.len(), count, "the process-wide pool capacity was full");
-        let tops = pool.stacks.iter().map(|s| s.top() as usize).collect();
+        let tops = tops(&pool);
         (pool, tops)
+    }
+
+    /// [`pool_after_burst`] with its first decay period started at the returned time.
+    fn pool_watched_from_burst(count: usize) -> (StackPool, Vec<usize>, Instant) {
+        let (mut pool, tops) = pool_after_burst(count);
+        let t0 = Instant::now();
+        pool.trim_if_due(|| t0);
+        (pool, tops, t0)
     }
 
     /// A wave of `n` green threads: takes `n` stacks from the pool, then gives them back.
@@ -660,9 +668,7 @@ mod tests {
 
     #[test]
     fn stacks_used_during_a_period_are_kept() {
-        let (mut pool, _) = pool_after_burst(60);
-        let t0 = Instant::now();
-        pool.trim_if_due(|| t0);
+        let (mut pool, _, t0) = pool_watched_from_burst(60);
         // A wave of 50 green threads takes stacks and gives them back: only the bottom
         // 10 sat unused all period, and none of them is above the floor.
         use_stacks(&mut pool, 50);
@@ -678,9 +684,7 @@ mod tests {
 
     #[test]
     fn only_stacks_below_the_deepest_take_count_as_unused() {
-        let (mut pool, before) = pool_after_burst(60);
-        let t0 = Instant::now();
-        pool.trim_if_due(|| t0);
+        let (mut pool, before, t0) = pool_watched_from_burst(60);
         // 20 taken and given back: the bottom 40 sat unused, 24 of them above the
         // floor, so 12 go, all from the bottom.
         use_stacks(&mut pool, 20);
