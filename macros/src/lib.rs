@@ -46,7 +46,8 @@
 //! | `crate = "path"`     | where to find greenrt, for re-exports; default `::greenrt`  |
 //!
 //! A setting that is left out is not passed to the builder, so the runtime's own default
-//! applies.
+//! applies (for the worker count: the environment variable `GREENRT_WORKER_THREADS` when
+//! it is set, else one worker per CPU).
 //!
 //! # Errors
 //!

@@ -35,6 +35,16 @@ pub struct Builder {
 /// The most worker threads a runtime accepts.
 pub const MAX_WORKER_THREADS: usize = 1024;
 
+/// The environment variable that sets the worker count of runtimes whose builder was
+/// not given one ([`Builder::worker_threads`] wins over it). It lets whoever runs a
+/// program size it without rebuilding: several processes sharing a machine each take a
+/// few cores. Read by [`Builder::build`]; an invalid value is a build error.
+///
+/// ```
+/// assert_eq!(greenrt::runtime::WORKER_THREADS_ENV, "GREENRT_WORKER_THREADS");
+/// ```
+pub const WORKER_THREADS_ENV: &str = "GREENRT_WORKER_THREADS";
+
 impl Default for Builder {
     fn default() -> Self {
         Builder::new()
@@ -42,8 +52,9 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Default settings: one worker per available CPU, 256 KiB green stacks, workers
-    /// named `greenrt-worker-N`.
+    /// Default settings: one worker per available CPU (or as many as
+    /// [`GREENRT_WORKER_THREADS`](WORKER_THREADS_ENV) says), 256 KiB green stacks,
+    /// workers named `greenrt-worker-N`.
     pub fn new() -> Builder {
         Builder {
             worker_threads: None,
@@ -54,7 +65,9 @@ impl Builder {
         }
     }
 
-    /// Number of worker threads, 1 to 1024. Default: the available parallelism.
+    /// Number of worker threads, 1 to 1024. Default: the value of the environment
+    /// variable [`GREENRT_WORKER_THREADS`](WORKER_THREADS_ENV) when it is set, else the
+    /// available parallelism.
     pub fn worker_threads(&mut self, n: usize) -> &mut Builder {
         self.worker_threads = Some(n);
         self
@@ -101,9 +114,12 @@ impl Builder {
     pub fn build(&mut self) -> io::Result<Runtime> {
         let worker_threads = match self.worker_threads {
             Some(n) => n,
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            None => match worker_threads_from_env()? {
+                Some(n) => n,
+                None => std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+            },
         };
         if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
             return Err(io::Error::new(
@@ -134,5 +150,24 @@ impl Builder {
             max_green_threads: self.max_green_threads,
             max_blocking_threads: self.max_blocking_threads,
         })
+    }
+}
+
+/// The worker count [`WORKER_THREADS_ENV`] asks for, if it is set; an error that says
+/// what to change when it is not a count from 1 to [`MAX_WORKER_THREADS`].
+fn worker_threads_from_env() -> io::Result<Option<usize>> {
+    let Some(value) = std::env::var_os(WORKER_THREADS_ENV) else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKER_THREADS).contains(&n) => Ok(Some(n)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{WORKER_THREADS_ENV}={text:?} is not a worker count: set it to a whole \
+                 number from 1 to {MAX_WORKER_THREADS}, or unset it to use one worker per CPU"
+            ),
+        )),
     }
 }

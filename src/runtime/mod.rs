@@ -16,7 +16,7 @@ mod host;
 mod idle;
 pub(crate) mod worker;
 
-pub use builder::Builder;
+pub use builder::{Builder, WORKER_THREADS_ENV};
 pub use handle::Handle;
 
 use crate::green::GreenThread;
@@ -261,7 +261,8 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// A runtime with one worker per available CPU and default settings.
+    /// A runtime with one worker per available CPU (or as many as the environment
+    /// variable [`GREENRT_WORKER_THREADS`](WORKER_THREADS_ENV) says) and default settings.
     pub fn new() -> io::Result<Runtime> {
         Builder::new().build()
     }
