@@ -58,7 +58,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll as TaskPoll, Waker};
 use std::time::Duration;
 
@@ -70,6 +70,11 @@ pub(crate) const WRITABLE: u8 = 2;
 const READ_CLOSED: u8 = 4;
 const WRITE_CLOSED: u8 = 8;
 const ERROR: u8 = 16;
+/// Set on every registration when the reactor closes, and never cleared: both
+/// directions then count as ready, so each waiter retries its syscall and, on
+/// `WouldBlock`, finds the reactor closed and returns that error instead of waiting
+/// for events that nobody will dispatch any more.
+const SHUTDOWN: u8 = 32;
 
 /// Which side of a socket an operation waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +86,8 @@ pub(crate) enum Direction {
 impl Direction {
     fn mask(self) -> u8 {
         match self {
-            Direction::Read => READABLE | READ_CLOSED | ERROR,
-            Direction::Write => WRITABLE | WRITE_CLOSED | ERROR,
+            Direction::Read => READABLE | READ_CLOSED | ERROR | SHUTDOWN,
+            Direction::Write => WRITABLE | WRITE_CLOSED | ERROR | SHUTDOWN,
         }
     }
 }
@@ -178,17 +183,24 @@ struct KeyedEntry {
 }
 
 impl Waiters {
-    /// Registers `waker` as `waiter`; returns the keyed waiter's key, if it was one.
-    fn register<'a>(&mut self, waiter: Waiter<'a>, waker: &Waker) -> Option<&'a mut WaiterKey> {
+    /// Registers `waker` as `waiter`; returns the keyed waiter's key, if it was one, and
+    /// the waker it replaced, which the caller drops after unlocking (dropping a waker
+    /// may run user code).
+    #[must_use]
+    fn register<'a>(
+        &mut self,
+        waiter: Waiter<'a>,
+        waker: &Waker,
+    ) -> (Option<&'a mut WaiterKey>, Option<Waker>) {
         let (entry, key) = match waiter {
             Waiter::Slot => (&mut self.slot, None),
             Waiter::Keyed(key) => (self.keyed_entry(key), Some(key)),
         };
-        match entry {
-            Some(old) if old.will_wake(waker) => {}
-            _ => *entry = Some(waker.clone()),
-        }
-        key
+        let replaced = match entry {
+            Some(old) if old.will_wake(waker) => None,
+            _ => entry.replace(waker.clone()),
+        };
+        (key, replaced)
     }
 
     /// The waker of `key`'s entry: the one it holds, or a newly allocated one.
@@ -286,6 +298,7 @@ impl ScheduledIo {
     }
 
     fn clear_if_unchanged(&self, seen: Snapshot, mask: u8) -> bool {
+        let mask = mask & !SHUTDOWN;
         self.readiness
             .compare_exchange(
                 seen.0,
@@ -307,7 +320,8 @@ impl ScheduledIo {
         if self.snapshot().is_ready(direction) {
             return TaskPoll::Ready(());
         }
-        let key = io_sync::lock(self.waiters(direction)).register(waiter, cx.waker());
+        let (key, replaced) = io_sync::lock(self.waiters(direction)).register(waiter, cx.waker());
+        drop(replaced);
         // Dispatch sets the bits before it takes the waiters: either it saw our waker
         // (it locked after us) or we see its bits here.
         let ready = self.snapshot().is_ready(direction);
@@ -399,9 +413,19 @@ impl Reactor {
     }
 
     /// Marks the reactor dead: its runtime is shutting down and no worker will poll it
-    /// again. Sockets registered here then refuse to wait instead of hanging.
+    /// again. Sockets registered here then refuse to wait instead of hanging, and those
+    /// already waiting (green threads and tasks of other runtimes, plain threads'
+    /// futures) are woken to find that out (see [`SHUTDOWN`]).
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        let registered: Vec<Arc<ScheduledIo>> =
+            lock(&self.slab).slots.iter().flatten().cloned().collect();
+        let mut wake = Vec::new();
+        for io in &registered {
+            io.set(SHUTDOWN, &mut wake);
+        }
+        drop(registered);
+        wake_all(wake);
     }
 
     /// Whether [`close`](Reactor::close) was called.
@@ -425,6 +449,11 @@ impl Reactor {
                 }
             }
         };
+        // Registered while the reactor closes: either `close` locked the slab after our
+        // insert and marks this one too, or its store of `closed` is seen here.
+        if self.is_closed() {
+            io.set(SHUTDOWN, &mut Vec::new());
+        }
         let result = self.registry.register(
             &mut SourceFd(&fd),
             Token(token),
@@ -476,7 +505,7 @@ impl Reactor {
         timeout: Option<Duration>,
         has_work: impl FnOnce() -> bool,
     ) -> Option<Vec<Waker>> {
-        let mut driver = self.driver.try_lock().ok()?;
+        let mut driver = self.try_lock_driver()?;
         self.driving.store(index, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let timeout = if has_work() {
@@ -492,8 +521,20 @@ impl Reactor {
     /// Polls without blocking if nobody else holds the poll; returns the ready wakers,
     /// or `None` when somebody else had it (then there is a driver, or one is coming).
     pub(crate) fn poll_now(&self) -> Option<Vec<Waker>> {
-        let mut driver = self.driver.try_lock().ok()?;
+        let mut driver = self.try_lock_driver()?;
         Some(self.poll_locked(&mut driver, Some(Duration::ZERO)))
+    }
+
+    /// The poll, unless another thread holds it. A panic while it was held (in the
+    /// parking worker's last look for work, which may call a tracing subscriber) left
+    /// nothing half-done in it, so a poisoned lock is taken as it is: treating it as
+    /// held would mean nobody ever polls again.
+    fn try_lock_driver(&self) -> Option<MutexGuard<'_, Driver>> {
+        match self.driver.try_lock() {
+            Ok(driver) => Some(driver),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     fn poll_locked(&self, driver: &mut Driver, timeout: Option<Duration>) -> Vec<Waker> {

@@ -320,7 +320,19 @@ pub(crate) fn cancel(entry: &Entry) {
 /// assert!(start.elapsed() >= Duration::from_millis(20));
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(Instant::now() + duration)
+    sleep_until(deadline_after(duration))
+}
+
+/// The instant `duration` from now. A duration too long for `Instant` (such as
+/// `Duration::MAX`, a common way to say "forever") gives an instant about 30 years
+/// away instead of panicking on the overflow, as tokio does.
+pub(crate) fn deadline_after(duration: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(duration).unwrap_or_else(|| far_future(now))
+}
+
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(30 * 365 * 24 * 3600)
 }
 
 /// Waits until `deadline`, as a future for async code. See [`sleep`].
@@ -421,7 +433,9 @@ impl Interval {
             }
         }
         self.sleep = None;
-        self.next = next + self.period;
+        self.next = next
+            .checked_add(self.period)
+            .unwrap_or_else(|| far_future(next));
         Poll::Ready(next)
     }
 

@@ -103,15 +103,31 @@ fn lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
     std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Iterator::collect)
 }
 
-/// Resolves for a blocking-style call: a lookup runs on the blocking pool from a green
-/// thread, inline on a plain thread.
-pub(crate) fn resolve<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<SocketAddr>> {
+/// Resolves for the blocking-style call `what`: a lookup runs on the blocking pool from
+/// a green thread, inline on a plain thread. In a future task a lookup would block the
+/// worker, and `what` may have no `_async` form: that panics, naming the way out.
+pub(crate) fn resolve<A: ToSocketAddrs + ?Sized>(
+    addr: &A,
+    what: &str,
+) -> io::Result<Vec<SocketAddr>> {
     match addr.to_addrs()? {
         Addrs::Ready(addrs) => Ok(addrs),
-        Addrs::Lookup(host, port) => match bridge::caller("greenrt::net name lookup") {
-            Caller::Green(_) => crate::unblock(move || lookup(host, port)),
-            Caller::Thread => lookup(host, port),
-        },
+        Addrs::Lookup(host, port) => {
+            if crate::runtime::context::in_task() {
+                panic!(
+                    "{what} with the host name {host:?} called inside a future task: looking \
+                     the name up would block the worker thread. Use the `_async` form where \
+                     there is one (`TcpStream::connect_async`, `UdpSocket::send_to_async`), \
+                     or look the name up first without blocking (`greenrt::spawn_blocking(\
+                     move || std::net::ToSocketAddrs::to_socket_addrs(&addr)).await`) and \
+                     pass the `SocketAddr`"
+                );
+            }
+            match bridge::caller(what) {
+                Caller::Green(_) => crate::unblock(move || lookup(host, port)),
+                Caller::Thread => lookup(host, port),
+            }
+        }
     }
 }
 

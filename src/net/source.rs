@@ -23,6 +23,11 @@ pub(crate) struct Source<S: AsRawFd> {
     pub(crate) io: S,
 }
 
+/// Whether blocking-style calls should suspend a green thread (else: block the thread).
+pub(crate) fn in_green(what: &str) -> bool {
+    matches!(bridge::caller(what), Caller::Green(_)) && !std::thread::panicking()
+}
+
 pub(crate) fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "operation timed out")
 }
@@ -112,20 +117,30 @@ impl<S: AsRawFd> Source<S> {
         drained: impl Fn(&R) -> bool,
     ) -> io::Result<R> {
         // A green thread that is unwinding must not switch (see `crate::bridge`): it
-        // waits like a plain thread.
-        let green = match bridge::caller(what) {
-            Caller::Green(green) if !std::thread::panicking() => Some(green),
-            _ => None,
+        // waits like a plain thread, and says so.
+        let (green, unwinding) = match bridge::caller(what) {
+            Caller::Green(green) if !std::thread::panicking() => (Some(green), false),
+            Caller::Green(green) => {
+                bridge::warn_blocking_while_unwinding(green, what);
+                (None, true)
+            }
+            Caller::Thread => (None, false),
         };
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.map(crate::time::deadline_after);
         let Some(green) = green else {
             // A plain thread waits with poll(2) and leaves the reactor's bits alone.
+            let fd = self.io.as_raw_fd();
             loop {
                 match f(&self.io) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     result => return result,
                 }
-                if !poll_fd(self.io.as_raw_fd(), direction, deadline)? {
+                let ready = if unwinding {
+                    poll_fd_unless_shutdown(fd, direction, deadline, what)?
+                } else {
+                    poll_fd(fd, direction, deadline)?
+                };
+                if !ready {
                     return Err(timed_out());
                 }
             }
@@ -358,6 +373,43 @@ impl Future for WaitReady<'_> {
     }
 }
 
+/// How often a worker blocked in I/O for an unwinding green thread looks whether its
+/// runtime is shutting down.
+const SHUTDOWN_CHECK: Duration = Duration::from_millis(50);
+
+/// [`poll_fd`] for a green thread that waits on its worker's OS thread because it is
+/// unwinding (a destructor doing I/O: a `BufWriter` flushing, a goodbye message). When
+/// its runtime shuts down meanwhile (the unwind may be that shutdown's cancel), the
+/// shutdown waits for this worker, and the peer may never make the socket ready: so
+/// this gives up with an error once the runtime is shutting down, looking at least
+/// every [`SHUTDOWN_CHECK`].
+fn poll_fd_unless_shutdown(
+    fd: RawFd,
+    direction: Direction,
+    deadline: Option<Instant>,
+    what: &str,
+) -> io::Result<bool> {
+    loop {
+        let shutting_down = context::with_local(|local| local.handle.shared.is_shutdown());
+        if shutting_down == Some(true) {
+            return Err(io::Error::other(format!(
+                "{what} gave up: it was waiting while its green thread unwound, and the \
+                 runtime is shutting down (nothing may block the shutdown). I/O in \
+                 destructors of green threads that may be cancelled should not wait, or \
+                 should be done before the runtime is dropped"
+            )));
+        }
+        let check_at = Instant::now() + SHUTDOWN_CHECK;
+        let until = deadline.map_or(check_at, |deadline| deadline.min(check_at));
+        if poll_fd(fd, direction, Some(until))? {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(false);
+        }
+    }
+}
+
 /// Waits for `direction` on `fd` with `poll(2)` (plain threads). False on timeout.
 fn poll_fd(fd: RawFd, direction: Direction, deadline: Option<Instant>) -> io::Result<bool> {
     let events = match direction {
@@ -395,6 +447,15 @@ fn poll_fd(fd: RawFd, direction: Direction, deadline: Option<Instant>) -> io::Re
             return Ok(true);
         }
     }
+}
+
+/// The most bytes one `readv`/`writev` can move for these buffer lengths, for
+/// [`Source::do_transfer`]'s "moved fewer: drained (or full)" test: std passes at most
+/// `UIO_MAXIOV` (1024) buffers per call, so a vectored transfer that filled the first
+/// 1024 of 2000 buffers moved everything it could, whatever the socket holds.
+pub(crate) fn vectored_len(lens: impl Iterator<Item = usize>) -> usize {
+    lens.take(libc::UIO_MAXIOV as usize)
+        .fold(0, usize::saturating_add)
 }
 
 /// A read or write timeout: `None`, or a non-zero duration, in one atomic.

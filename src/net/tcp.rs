@@ -1,8 +1,7 @@
 //! TCP: [`TcpListener`] and [`TcpStream`].
 
 use super::addr::{each_addr, resolve, resolve_async, ToSocketAddrs};
-use super::source::{Source, Timeout};
-use crate::bridge::{self, Caller};
+use super::source::{in_green, vectored_len, Source, Timeout};
 use crate::reactor::Direction;
 use futures::io::{AsyncRead, AsyncWrite};
 use std::fmt;
@@ -50,7 +49,7 @@ impl TcpListener {
     /// Binds to `addr` (the first address that works). `SO_REUSEADDR` is set and the
     /// backlog is 1024.
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
-        let addrs = resolve(&addr)?;
+        let addrs = resolve(&addr, "TcpListener::bind")?;
         each_addr(addrs, |addr| {
             mio::net::TcpListener::bind(addr).map(|io| TcpListener {
                 inner: Source::new(io),
@@ -113,11 +112,6 @@ impl Iterator for Incoming<'_> {
     }
 }
 
-/// Whether blocking-style calls should suspend a green thread (else: block the thread).
-fn in_green(what: &str) -> bool {
-    matches!(bridge::caller(what), Caller::Green(_)) && !std::thread::panicking()
-}
-
 impl TcpStream {
     fn from_mio(io: mio::net::TcpStream) -> TcpStream {
         TcpStream {
@@ -130,12 +124,19 @@ impl TcpStream {
     /// Connects to `addr` (each resolved address in turn). A green caller suspends
     /// while connecting; a plain thread blocks.
     pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
-        let addrs = resolve(&addr)?;
+        let addrs = resolve(&addr, "TcpStream::connect")?;
         each_addr(addrs, |addr| TcpStream::connect_one(addr, None))
     }
 
-    /// Connects to one address, failing with `TimedOut` after `timeout`.
+    /// Connects to one address, failing with `TimedOut` after `timeout`. A zero
+    /// timeout is an `InvalidInput` error, as in std.
     pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        if timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
         TcpStream::connect_one(*addr, Some(timeout))
     }
 
@@ -264,7 +265,7 @@ impl Read for &TcpStream {
 
     fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
         let timeout = self.read_timeout.get();
-        let len = bufs.iter().map(|b| b.len()).sum();
+        let len = vectored_len(bufs.iter().map(|b| b.len()));
         self.inner
             .do_transfer(Direction::Read, timeout, "TcpStream::read", len, |mut s| {
                 s.read_vectored(bufs)
@@ -286,7 +287,7 @@ impl Write for &TcpStream {
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let timeout = self.write_timeout.get();
-        let len = bufs.iter().map(|b| b.len()).sum();
+        let len = vectored_len(bufs.iter().map(|b| b.len()));
         self.inner.do_transfer(
             Direction::Write,
             timeout,

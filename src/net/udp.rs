@@ -44,14 +44,14 @@ impl UdpSocket {
 
     /// Binds to `addr` (the first address that works).
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
-        each_addr(resolve(&addr)?, |addr| {
+        each_addr(resolve(&addr, "UdpSocket::bind")?, |addr| {
             mio::net::UdpSocket::bind(addr).map(UdpSocket::from_mio)
         })
     }
 
     /// Sends `buf` to `addr` (its first resolved address).
     pub fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
-        let target = first(resolve(&addr)?)?;
+        let target = first(resolve(&addr, "UdpSocket::send_to")?)?;
         let timeout = self.write_timeout.get();
         self.inner
             .do_io(Direction::Write, timeout, "UdpSocket::send_to", |s| {
@@ -71,7 +71,9 @@ impl UdpSocket {
     /// Sets the default peer for [`send`](UdpSocket::send) and filters
     /// [`recv`](UdpSocket::recv) to it.
     pub fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
-        each_addr(resolve(&addr)?, |addr| self.inner.io.connect(addr))
+        each_addr(resolve(&addr, "UdpSocket::connect")?, |addr| {
+            self.inner.io.connect(addr)
+        })
     }
 
     /// Sends to the connected peer.

@@ -1,6 +1,6 @@
 //! Unix domain sockets: [`UnixListener`] and [`UnixStream`].
 
-use super::source::{Source, Timeout};
+use super::source::{in_green, Source, Timeout};
 use crate::reactor::Direction;
 use futures::io::{AsyncRead, AsyncWrite};
 use std::fmt;
@@ -117,12 +117,20 @@ impl UnixStream {
         }
     }
 
-    /// Connects to the socket file `path`.
+    /// Connects to the socket file `path`. While the listener's backlog is full, a
+    /// green caller waits suspended (a plain thread blocks, as with std).
     pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
-        // A Unix connect completes at once or fails (no EINPROGRESS for local peers
-        // unless the backlog is full, which std's blocking connect would also wait on).
-        let stream = std::os::unix::net::UnixStream::connect(path)?;
-        UnixStream::from_std(stream)
+        if !in_green("UnixStream::connect") {
+            let stream = std::os::unix::net::UnixStream::connect(path)?;
+            return UnixStream::from_std(stream);
+        }
+        let mut backoff = BacklogBackoff::default();
+        loop {
+            match mio::net::UnixStream::connect(path.as_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => crate::sleep(backoff.next()),
+                result => return result.map(UnixStream::from_mio),
+            }
+        }
     }
 
     /// A connected pair.
@@ -131,10 +139,22 @@ impl UnixStream {
         Ok((UnixStream::from_mio(a), UnixStream::from_mio(b)))
     }
 
-    /// Connects to the socket file `path`, for async code. See
-    /// [`connect`](UnixStream::connect): a local connect does not wait for a peer.
+    /// Connects to the socket file `path`, for async code. While the listener's backlog
+    /// is full, it waits (without blocking the worker).
     pub async fn connect_async<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
-        UnixStream::connect(path)
+        if crate::runtime::context::current_handle().is_none() {
+            // No runtime to time the retries: wait as std does.
+            return UnixStream::from_std(std::os::unix::net::UnixStream::connect(path)?);
+        }
+        let mut backoff = BacklogBackoff::default();
+        loop {
+            match mio::net::UnixStream::connect(path.as_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    crate::time::sleep(backoff.next()).await
+                }
+                result => return result.map(UnixStream::from_mio),
+            }
+        }
     }
 
     /// The local address.
@@ -367,5 +387,20 @@ impl From<UnixListener> for std::os::unix::net::UnixListener {
         listener
             .into_std()
             .expect("std::os::unix::net::UnixListener::from(greenrt::net::UnixListener): cannot make the socket blocking; use UnixListener::into_std to handle the error")
+    }
+}
+
+/// How long a connect waits before trying again while the listener's backlog is full. A
+/// non-blocking Unix connect then fails with `EAGAIN` and leaves nothing to poll (no
+/// connection in progress, unlike TCP), so the only way to wait without blocking the
+/// worker is to retry: soon at first, then at most every 10 ms.
+#[derive(Default)]
+struct BacklogBackoff(u32);
+
+impl BacklogBackoff {
+    fn next(&mut self) -> Duration {
+        let delay = Duration::from_micros(100 << self.0.min(7)).min(Duration::from_millis(10));
+        self.0 += 1;
+        delay
     }
 }

@@ -400,7 +400,7 @@ impl Runtime {
     fn shutdown(&mut self, timeout: Option<Duration>) {
         let shared = self.handle.shared.clone();
         shared.begin_shutdown();
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let deadline = timeout.map(crate::time::deadline_after);
         for thread in self.threads.drain(..) {
             match deadline {
                 None => {
