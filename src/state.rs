@@ -184,6 +184,25 @@ impl State {
             });
         prev.is_ok()
     }
+
+    /// At shutdown, by any thread: takes a future task that nobody holds (idle or
+    /// queued) to RUNNING | CANCELLED, so the caller can drop it. Returns false when it
+    /// finished or somebody holds it RUNNING: a worker polling it, or another thread
+    /// already dropping it at shutdown (a waker that queued it after shutdown began
+    /// cancels it itself, while the runtime's drop cancels the rest). The holder
+    /// finishes it; two threads must never both do.
+    pub(crate) fn claim_idle_for_shutdown(&self) -> bool {
+        let prev = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                if cur & (COMPLETE | RUNNING) != 0 {
+                    None
+                } else {
+                    Some((cur & !(SCHEDULED | NOTIFIED)) | RUNNING | CANCELLED)
+                }
+            });
+        prev.is_ok()
+    }
 }
 
 // Plain unit tests; loom's atomics panic outside `loom::model`, so not under loom.
@@ -222,6 +241,27 @@ mod tests {
         s.stop_running();
         assert_eq!(s.cancel(), Wake::Schedule);
         assert!(s.start_run() & CANCELLED != 0);
+    }
+
+    #[test]
+    fn a_task_held_running_is_not_claimed_for_shutdown_twice() {
+        // Queued (a waker scheduled it after shutdown began): one thread claims it...
+        let s = State::new_scheduled();
+        assert!(s.claim_idle_for_shutdown());
+        // ...and while that one drops it, the runtime's own sweep must not.
+        assert!(!s.claim_idle_for_shutdown());
+        s.complete();
+        assert!(!s.claim_idle_for_shutdown());
+        // Idle (suspended in a poll): claimable once.
+        let s = State::new_scheduled();
+        s.start_run();
+        s.stop_running();
+        assert!(s.claim_idle_for_shutdown());
+        assert!(!s.claim_idle_for_shutdown());
+        // Being polled by a worker: not claimable.
+        let s = State::new_scheduled();
+        s.start_run();
+        assert!(!s.claim_idle_for_shutdown());
     }
 
     #[test]

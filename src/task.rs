@@ -238,9 +238,10 @@ impl FutureTask {
         }
     }
 
-    /// At shutdown, once no worker runs: drops the body of a task nobody will poll.
+    /// At shutdown: drops the body of a task nobody will poll, unless another thread
+    /// holds it (and so finishes it).
     pub(crate) fn cancel_at_shutdown(&self) {
-        if self.state.claim_for_shutdown() {
+        if self.state.claim_idle_for_shutdown() {
             self.finish();
         }
     }

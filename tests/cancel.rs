@@ -379,3 +379,59 @@ fn run_resumes_a_panic_on_the_caller() {
     // The runtime is still usable, on this thread too.
     assert_eq!(rt.run(|| greenrt::spawn(|| 3).join().unwrap()), 3);
 }
+
+#[test]
+fn a_task_woken_during_shutdown_is_dropped_by_one_thread_only() {
+    // Drops a future task's future slowly, and counts how often it is dropped.
+    struct SlowDrop(Arc<AtomicUsize>);
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    // Tells when shutdown has begun: the worker is unwinding the green thread holding it.
+    struct Signal(mpsc::Sender<()>);
+    impl Drop for Signal {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let woken_ok = with_watchdog("shutdown with a racing wake", Duration::from_secs(30), {
+        let drops = drops.clone();
+        move || {
+            let rt = runtime(1);
+            let (wake_tx, wake_rx) = futures::channel::oneshot::channel::<()>();
+            let _task = rt.spawn_async(async move {
+                let _slow = SlowDrop(drops);
+                let _ = wake_rx.await;
+            });
+            let (shutdown_tx, shutdown_rx) = mpsc::channel();
+            let _green = rt.spawn(move || {
+                let _signal = Signal(shutdown_tx);
+                greenrt::sleep(Duration::from_secs(3600));
+            });
+            std::thread::sleep(Duration::from_millis(100)); // both suspended
+                                                            // Wakes the task once shutdown began: the waking thread then cancels it
+                                                            // itself (nothing will poll it), while the runtime's drop sweeps the same
+                                                            // task list. Exactly one of them may drop its future.
+            let waker = std::thread::spawn(move || {
+                shutdown_rx.recv().unwrap();
+                catch_unwind(AssertUnwindSafe(|| {
+                    let _ = wake_tx.send(());
+                }))
+                .is_ok()
+            });
+            drop(rt);
+            waker.join().unwrap()
+        }
+    });
+    assert!(woken_ok, "the waking thread panicked");
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "the future was dropped once"
+    );
+}
