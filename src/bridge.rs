@@ -52,7 +52,28 @@ pub(crate) fn block_on_named<F: Future>(fut: F, what: &str) -> F::Output {
             warn_blocking_while_unwinding(green, what);
             block_on_thread(fut)
         }
-        Caller::Thread => block_on_thread(fut),
+        Caller::Thread => {
+            refuse_on_worker(what);
+            block_on_thread(fut)
+        }
+    }
+}
+
+/// Panics when the caller is a worker thread outside any green thread or task: user
+/// code the scheduler runs itself (a destructor of a detached result or of a cancelled
+/// task's future, a waker). Parking there blocks the worker, and the green threads and
+/// timers at home on it, which are often what the wait is for: a silent deadlock.
+fn refuse_on_worker(what: &str) {
+    let on_worker = context::with_local(|local| local.worker.is_some()).unwrap_or(false);
+    if on_worker {
+        panic!(
+            "{what} called on a greenrt worker thread outside any green thread or task (in \
+             a destructor or waker that the scheduler runs, such as the drop of a detached \
+             green thread's result or of a cancelled task's future): waiting there would \
+             block the worker and could deadlock it. Wait in a green thread instead \
+             (`greenrt::spawn`), or keep the JoinHandle and drop the value where waiting \
+             is allowed"
+        );
     }
 }
 

@@ -88,6 +88,11 @@ impl<T> Packet<T> {
         self.state.load(Ordering::Acquire) & FINISHED != 0
     }
 
+    /// Whether the JoinHandle is gone (nobody will take the outcome).
+    pub(crate) fn is_detached(&self) -> bool {
+        self.state.load(Ordering::Acquire) & DETACHED != 0
+    }
+
     /// Takes the outcome once it is published.
     ///
     /// # Safety
@@ -272,6 +277,11 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> std::thread::Result<T> {
         if let Some(child) = self.outcome.control_block() {
             crate::runtime::run_child_before_join(child);
+            if !self.is_finished() {
+                if let Some(payload) = crate::runtime::join_cannot_wait(child, &self.green) {
+                    return Err(payload);
+                }
+            }
         }
         crate::bridge::block_on_named(self, "JoinHandle::join")
     }

@@ -435,3 +435,109 @@ fn a_task_woken_during_shutdown_is_dropped_by_one_thread_only() {
         "the future was dropped once"
     );
 }
+
+/// Joins its green thread when dropped (a scoped-spawn guard), and reports how.
+struct JoinOnDrop(
+    Option<greenrt::JoinHandle<()>>,
+    Option<mpsc::Sender<String>>,
+);
+
+impl Drop for JoinOnDrop {
+    fn drop(&mut self) {
+        let outcome = match self.0.take().unwrap().join() {
+            Ok(()) => "joined".to_string(),
+            Err(payload) if payload.is::<Cancelled>() => "cancelled".to_string(),
+            Err(payload) => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "another payload".to_string()),
+        };
+        if let Some(report) = self.1.take() {
+            let _ = report.send(outcome);
+        }
+    }
+}
+
+#[test]
+fn a_detached_result_that_joins_when_dropped_waits_in_its_green_thread() {
+    with_watchdog("detached result's drop", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        let (report_tx, report_rx) = mpsc::channel();
+        rt.run(|| {
+            let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+            let parent = greenrt::spawn(move || {
+                let child = greenrt::spawn(|| greenrt::sleep(Duration::from_millis(1)));
+                let _ = greenrt::block_on(go_rx);
+                JoinOnDrop(Some(child), Some(report_tx))
+            });
+            drop(parent); // detached: nobody takes the result, which joins when dropped
+            go_tx.send(()).unwrap();
+            greenrt::sleep(Duration::from_millis(50));
+            assert_eq!(
+                greenrt::spawn(|| 7).join().unwrap(),
+                7,
+                "the worker runs on"
+            );
+        });
+        assert_eq!(report_rx.recv().unwrap(), "joined");
+    });
+}
+
+#[test]
+fn a_cancelled_green_thread_whose_guard_joins_a_sibling_does_not_deadlock() {
+    with_watchdog(
+        "abort + join in a destructor",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(1);
+            let (report_tx, report_rx) = mpsc::channel();
+            rt.run(|| {
+                let (started_tx, started_rx) = futures::channel::oneshot::channel::<()>();
+                let parent = greenrt::spawn(move || {
+                    let child = greenrt::spawn(|| greenrt::sleep(Duration::from_millis(10)));
+                    let _guard = JoinOnDrop(Some(child), Some(report_tx));
+                    started_tx.send(()).unwrap();
+                    greenrt::sleep(Duration::from_secs(3600));
+                });
+                let _ = greenrt::block_on(started_rx);
+                greenrt::yield_now(); // the child starts on this worker, then sleeps
+                parent.abort();
+                assert_cancelled(parent.join(), "the parent");
+                assert_eq!(
+                    greenrt::spawn(|| 7).join().unwrap(),
+                    7,
+                    "the worker runs on"
+                );
+            });
+            // The child can only run on this worker, which the unwinding parent cannot give
+            // up: the guard's join gives up rather than block the worker forever.
+            let outcome = report_rx.recv().unwrap();
+            assert!(outcome.contains("the join gave up"), "{outcome}");
+        },
+    );
+}
+
+#[test]
+fn dropping_the_runtime_returns_when_a_cancelled_guard_joins_a_sibling() {
+    with_watchdog(
+        "runtime drop + join in a destructor",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(1);
+            let (report_tx, report_rx) = mpsc::channel();
+            rt.run(|| {
+                let (started_tx, started_rx) = futures::channel::oneshot::channel::<()>();
+                greenrt::spawn(move || {
+                    let child = greenrt::spawn(|| greenrt::sleep(Duration::from_secs(3600)));
+                    let _guard = JoinOnDrop(Some(child), Some(report_tx));
+                    started_tx.send(()).unwrap();
+                    greenrt::sleep(Duration::from_secs(3600));
+                });
+                let _ = greenrt::block_on(started_rx);
+                greenrt::sleep(Duration::from_millis(20));
+            });
+            drop(rt); // cancels both; the parent's guard must not wait for the child
+            assert_eq!(report_rx.recv().unwrap(), "cancelled");
+        },
+    );
+}

@@ -173,3 +173,53 @@ fn dropping_a_runtime_on_its_own_worker_panics_naming_the_fix() {
         "{message}"
     );
 }
+
+#[test]
+fn waiting_in_a_destructor_the_worker_runs_aborts_naming_the_fix() {
+    let output = in_child(
+        "waiting_in_a_destructor_the_worker_runs_aborts_naming_the_fix",
+        "worker-wait",
+        || {
+            // A future task's future that waits when dropped. Cancelled, it is dropped
+            // by the worker itself, outside any green thread or task: parking the worker
+            // there could wait forever for work at home on it. It must fail loudly.
+            struct WaitsOnDrop(Option<futures::channel::oneshot::Receiver<()>>);
+            impl Drop for WaitsOnDrop {
+                fn drop(&mut self) {
+                    let _ = greenrt::block_on(self.0.take().unwrap());
+                }
+            }
+            let rt = greenrt::runtime::Builder::new()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            // The wait would end after 20 s (the sender dropped), so a regression fails
+            // the test (a clean exit) rather than hanging it.
+            let (late_tx, late_rx) = futures::channel::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(20));
+                drop(late_tx);
+            });
+            let waits = WaitsOnDrop(Some(late_rx));
+            let task = rt.spawn_async(async move {
+                let _waits = waits;
+                futures::future::pending::<()>().await
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            task.abort();
+            let _ = task.join();
+        },
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGABRT),
+        "{:?}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains("outside any green thread or task") && stderr.contains("greenrt::spawn"),
+        "the message says what went wrong and what to do: {stderr}"
+    );
+}

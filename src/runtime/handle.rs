@@ -151,7 +151,22 @@ where
             return;
         };
         let result = match start {
-            Start::Run => catch_unwind(AssertUnwindSafe(f)),
+            Start::Run => {
+                let result = catch_unwind(AssertUnwindSafe(f));
+                if self.packet.is_detached() {
+                    // Nobody will take it: drop it here, in the green thread, where its
+                    // destructor may wait (join a child, flush a socket) as green code
+                    // does, rather than on the worker at publish, where it may not.
+                    // Panicking there aborts, as it would at publish.
+                    if catch_unwind(AssertUnwindSafe(move || drop(result))).is_err() {
+                        crate::green::abort_with(
+                            "a green thread's or task's result panicked while being dropped",
+                        );
+                    }
+                    return;
+                }
+                result
+            }
             Start::Cancel => Err(dropped_closure_payload(f, Box::new(Cancelled))),
             Start::Fail(error) => Err(dropped_closure_payload(f, Box::new(error))),
         };

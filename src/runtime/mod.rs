@@ -473,6 +473,50 @@ pub(crate) fn run_child_before_join(child: &GreenThread) {
     });
 }
 
+/// Called by `JoinHandle::join` before it waits for the unfinished green thread
+/// `child`: whether the caller is a green thread that is unwinding on a worker, and so
+/// would wait by blocking its worker thread (it cannot switch, see `crate::bridge`),
+/// for a child that this cannot let finish. Then the join gives up at once, with the
+/// returned payload, and the child runs on, detached:
+/// - the runtime is shutting down: it cancels every green thread, the child too, but
+///   only once this unwind has ended (payload [`Cancelled`](crate::Cancelled));
+/// - the child started on this worker, so only this worker can run it, and it is
+///   blocked (payload: a message saying so, also written to stderr).
+///
+/// Both used to deadlock the worker (and the runtime's drop, which joins it), typically
+/// through a guard that joins a child when dropped, in a green thread being cancelled.
+pub(crate) fn join_cannot_wait(
+    child: &GreenThread,
+    child_identity: &crate::Green,
+) -> Option<Box<dyn std::any::Any + Send>> {
+    if !std::thread::panicking() {
+        return None;
+    }
+    let caller = crate::green::current_ptr()?;
+    context::with_local(|local| {
+        let core = local.worker.as_ref()?;
+        if local.handle.shared.is_shutdown() {
+            return Some(Box::new(crate::Cancelled) as Box<dyn std::any::Any + Send>);
+        }
+        if !core.is_at_home_here(child) {
+            return None;
+        }
+        // SAFETY: CURRENT is set only while that green thread runs on this thread.
+        let caller = unsafe { caller.as_ref() };
+        let message = format!(
+            "greenrt: join() in green thread {}, while it unwinds, would wait for green \
+             thread {}, which only this worker can run, and this worker cannot run it \
+             until the unwind is over: the join gave up and that green thread runs on, \
+             detached. Join it before a panic or cancel can reach this point, or let it go",
+            caller.identity.id(),
+            child_identity.id(),
+        );
+        eprintln!("{message}");
+        Some(Box::new(message) as Box<dyn std::any::Any + Send>)
+    })
+    .flatten()
+}
+
 /// The current runtime's `Handle` (a clone), for APIs that keep it; panics outside a
 /// runtime, naming `what`.
 pub(crate) fn current_or_panic(what: &str) -> Handle {

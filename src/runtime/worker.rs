@@ -593,6 +593,23 @@ impl Core {
         }
     }
 
+    /// Whether only this worker can run `green`: it started here (and has not
+    /// finished), or it waits unstarted in the LIFO slot, which no other worker takes
+    /// from. A linear scan: asked only by a join that may not wait
+    /// ([`super::join_cannot_wait`]).
+    pub(crate) fn is_at_home_here(&self, green: &GreenThread) -> bool {
+        let is_it = |other: &Arc<GreenThread>| {
+            std::ptr::addr_eq(Arc::as_ptr(other), green as *const GreenThread)
+        };
+        let in_lifo = {
+            let held = self.lifo.take();
+            let found = matches!(&held, Some(Next::Task(Task::Green(queued))) if is_it(queued));
+            self.lifo.set(held);
+            found
+        };
+        in_lifo || self.live.borrow().slots.iter().flatten().any(is_it)
+    }
+
     /// See [`super::run_child_before_join`]: if `child` is the unstarted green thread
     /// in the LIFO slot, takes it out and runs it here until it first switches out.
     /// The caller is a green thread running on this worker, so the child's first
