@@ -290,9 +290,14 @@ pub(crate) struct GreenThread<B: ?Sized = dyn Body> {
 // machine (state.rs) admits one such holder at a time, and its AcqRel transitions order
 // one holder's writes before the next holder's reads. Before the first run that holder
 // may be any worker; the entry closure moving with it is `Send` for every spawned green
-// thread (public bounds), and the host green thread's non-Send entry never leaves its
-// creating thread. After the first run, only the home thread holds it, so a started
-// green thread and its stack never move between OS threads.
+// thread (public bounds). The host green thread's entry is not `Send`, and its control
+// block can reach other threads (its wakers, woken and dropped anywhere), but the entry
+// is gone by then: `Runtime::run` resumes it on the creating thread before anything
+// else can see the control block, and that first resume moves the entry out of the
+// body onto the green stack, where it runs (`FnBody`), before any waker can exist;
+// its result goes to `run`'s frame, not to the body. After the first run, only the home
+// thread holds it, so a started green thread and its stack never move between OS
+// threads.
 // The body's closure is used only by that holder too (`Body::start`), and a spawned
 // green thread's closure and result are `Send` by the public bounds; `entry` and
 // `waker_vtable` are immutable.

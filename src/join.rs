@@ -224,7 +224,18 @@ pub(crate) enum Target {
 ///   `Future<Output = std::thread::Result<T>>`.
 /// - The result is `Err(payload)` when the green thread panicked (the panic's payload)
 ///   or was cancelled (payload [`Cancelled`](crate::Cancelled)).
-/// - Dropping the handle detaches: the green thread runs on, its result is dropped.
+/// - Dropping the handle detaches: the green thread runs on, its result is dropped
+///   where it is produced (a green thread's in that green thread, when the handle was
+///   already gone; otherwise by the worker). A detached result whose destructor panics
+///   aborts the process, since there is nobody to report the panic to; a destructor
+///   that would wait (`join`, `block_on`) where the worker drops it panics, and so
+///   aborts, rather than block the worker.
+/// - `join()` in a green thread that is unwinding (a destructor run by a panic or a
+///   cancel) cannot suspend it, so it blocks the worker thread; when the joined green
+///   thread could then never finish (it can run only on this worker, or the runtime is
+///   shutting down) the join gives up at once with an `Err` that says so (during
+///   shutdown: [`Cancelled`](crate::Cancelled)), and the joined green thread runs on,
+///   detached.
 ///
 /// ```
 /// # greenrt::runtime::Runtime::new().unwrap().run(|| {

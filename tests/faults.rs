@@ -149,6 +149,7 @@ fn destructor_panicking_during_a_cancel_unwind_aborts_saying_why() {
 fn dropping_a_runtime_on_its_own_worker_panics_naming_the_fix() {
     let rt = greenrt::runtime::Builder::new()
         .worker_threads(1)
+        .thread_name("own-drop")
         .build()
         .unwrap();
     let slot = std::sync::Arc::new(std::sync::Mutex::new(None::<greenrt::runtime::Runtime>));
@@ -172,6 +173,19 @@ fn dropping_a_runtime_on_its_own_worker_panics_naming_the_fix() {
         message.contains("Drop it from the thread that created it"),
         "{message}"
     );
+    // And the runtime does stop: its worker exits rather than running on unowned.
+    let workers_left = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("own-drop-"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while workers_left() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(workers_left(), 0, "the dropped runtime's worker still runs");
 }
 
 #[test]

@@ -433,14 +433,23 @@ impl Drop for Runtime {
             return;
         }
         if context::is_worker_of(&self.handle.shared) {
+            // Joining the workers from one of them would deadlock. Stop them without
+            // waiting (this one once the current green thread or task is done), so the
+            // runtime does not run on forever unowned; what the final sweep in
+            // `shutdown` would have dropped is leaked instead.
+            self.handle.shared.begin_shutdown();
             if std::thread::panicking() {
-                eprintln!("greenrt: a Runtime was dropped on one of its own workers while panicking; leaking it");
+                eprintln!(
+                    "greenrt: a Runtime was dropped on one of its own workers while \
+                     panicking; it shuts down without waiting for its workers"
+                );
                 return;
             }
             panic!(
                 "a greenrt Runtime was dropped on one of its own worker threads: shutting \
-                 down joins the workers, so this would deadlock. Drop it from the thread \
-                 that created it (or move it to a plain std::thread)"
+                 down joins the workers, so this would deadlock; it shuts down without \
+                 waiting for them instead. Drop it from the thread that created it (or \
+                 move it to a plain std::thread)"
             );
         }
         self.shutdown(None);
