@@ -45,6 +45,7 @@ pub(crate) fn caller(what: &str) -> Caller<'static> {
 
 /// Runs `fut` to completion, blocking only what may be blocked here. See
 /// [`crate::block_on`].
+#[inline]
 pub(crate) fn block_on_named<F: Future>(fut: F, what: &str) -> F::Output {
     match caller(what) {
         Caller::Green(green) if !std::thread::panicking() => block_on_green(green, fut),
@@ -63,6 +64,7 @@ pub(crate) fn block_on_named<F: Future>(fut: F, what: &str) -> F::Output {
 /// code the scheduler runs itself (a destructor of a detached result or of a cancelled
 /// task's future, a waker). Parking there blocks the worker, and the green threads and
 /// timers at home on it, which are often what the wait is for: a silent deadlock.
+#[inline(never)]
 fn refuse_on_worker(what: &str) {
     let on_worker = context::with_local(|local| local.worker.is_some()).unwrap_or(false);
     if on_worker {
@@ -93,6 +95,7 @@ pub(crate) fn warn_blocking_while_unwinding(green: &GreenThread, what: &str) {
 
 /// Runs `fut` to completion on the running green thread `green`, suspending it while
 /// `fut` is pending. The caller checked that it is not unwinding.
+#[inline]
 pub(crate) fn block_on_green<F: Future>(green: &GreenThread, fut: F) -> F::Output {
     let mut fut = pin!(fut);
     // SAFETY: `green` is the running green thread; its resumer holds an Arc to it for

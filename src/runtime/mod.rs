@@ -494,6 +494,8 @@ pub(crate) fn run_child_before_join(child: &GreenThread) {
 ///
 /// Both used to deadlock the worker (and the runtime's drop, which joins it), typically
 /// through a guard that joins a child when dropped, in a green thread being cancelled.
+#[cold]
+#[inline(never)]
 pub(crate) fn join_cannot_wait(
     child: &GreenThread,
     child_identity: &crate::Green,
