@@ -8,7 +8,11 @@
 //!   running other green threads.
 //! - **Async code** uses `futures::io::AsyncRead`/`AsyncWrite` and the `_async` methods
 //!   ([`TcpStream::connect_async`], [`TcpListener::accept_async`],
-//!   [`UdpSocket::send_to_async`], [`UdpSocket::recv_from_async`]).
+//!   [`UdpSocket::send_to_async`], [`UdpSocket::recv_from_async`]). As with tokio's
+//!   streams, a socket keeps one waker per direction for `poll_read`/`poll_write`:
+//!   when two tasks read (or write) one socket at once, only the one that polled last
+//!   is woken, so give each direction one owner (green threads and the `_async`
+//!   methods have no such limit).
 //! - **Plain threads** (no runtime) get ordinary blocking sockets: the socket is always
 //!   non-blocking underneath, and a plain thread waits for readiness with `poll(2)`,
 //!   which behaves like a blocking call (including the read/write timeouts).
@@ -20,8 +24,9 @@
 //!
 //! A socket registers with the reactor of the runtime it is first waited on in, and
 //! stays with it. Once that runtime has shut down, waiting on the socket in a green
-//! thread or async code returns an error that says so (move it with `into_std` /
-//! `from_std` instead); plain threads can still use it.
+//! thread or async code returns an error that says so, and waits in progress end with
+//! that error (move it with `into_std` / `from_std` instead); plain threads can still
+//! use it.
 //!
 //! ```
 //! use std::io::{Read, Write};
