@@ -51,6 +51,14 @@ pub(crate) fn block_on_named<F: Future>(fut: F, what: &str) -> F::Output {
         Caller::Green(green) if !std::thread::panicking() => block_on_green(green, fut),
         Caller::Green(green) => {
             warn_blocking_while_unwinding(green, what);
+            // What waits in this worker's LIFO slot (often what the wait is for: a
+            // green thread or task spawned just before) is taken by no other worker:
+            // make it stealable before the worker blocks.
+            context::with_local(|local| {
+                if let Some(core) = &local.worker {
+                    core.release_lifo();
+                }
+            });
             block_on_thread(fut)
         }
         Caller::Thread => {
@@ -155,6 +163,13 @@ pub(crate) fn block_on_thread<F: Future>(fut: F) -> F::Output {
     loop {
         if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
             return output;
+        }
+        if woken.take() {
+            // Woken while it was polled, so it does not park, which is where timers
+            // fire: fire them here, or a future that keeps waking itself while waiting
+            // for a sleep would never see the sleep end.
+            context::with_timers(crate::time::fire_due);
+            continue;
         }
         while !woken.take() {
             context::park_current_thread();

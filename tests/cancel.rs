@@ -541,3 +541,47 @@ fn dropping_the_runtime_returns_when_a_cancelled_guard_joins_a_sibling() {
         },
     );
 }
+
+#[test]
+fn a_panicking_green_thread_can_wait_in_a_destructor_for_work_it_just_spawned() {
+    with_watchdog("waits while unwinding", Duration::from_secs(30), || {
+        let rt = runtime(2);
+        // A future task spawned just before the panic sits in this worker's LIFO slot;
+        // the destructor's join blocks the worker (no switch while unwinding), so the
+        // task must be made stealable for the other worker to run it.
+        struct JoinTaskOnDrop(Option<greenrt::JoinHandle<u32>>, mpsc::Sender<u32>);
+        impl Drop for JoinTaskOnDrop {
+            fn drop(&mut self) {
+                let _ = self.1.send(self.0.take().unwrap().join().unwrap());
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let h = rt.spawn(move || {
+            let _guard = JoinTaskOnDrop(Some(greenrt::spawn_async(async { 7 })), tx);
+            panic!("boom");
+        });
+        assert!(h.join().is_err());
+        assert_eq!(rx.recv().unwrap(), 7);
+    });
+}
+
+#[test]
+fn on_one_worker_an_unwinding_join_of_an_unstarted_child_gives_up() {
+    with_watchdog(
+        "one worker, unwinding join",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(1);
+            let (report_tx, report_rx) = mpsc::channel();
+            let h = rt.spawn(move || {
+                let first = greenrt::spawn(|| ());
+                let _second = greenrt::spawn(|| ()); // pushes `first` out of the LIFO slot
+                let _guard = JoinOnDrop(Some(first), Some(report_tx));
+                panic!("boom");
+            });
+            assert!(h.join().is_err());
+            let outcome = report_rx.recv().unwrap();
+            assert!(outcome.contains("the join gave up"), "{outcome}");
+        },
+    );
+}

@@ -163,6 +163,11 @@ fn runtime_builder_rejects_out_of_range_settings() {
             b.max_green_threads(0);
             b
         }),
+        ("thread_name", {
+            let mut b = Builder::new();
+            b.thread_name("bad\0name");
+            b
+        }),
     ];
     for (setting, mut builder) in cases {
         let err = builder.build().expect_err(setting);
@@ -261,6 +266,53 @@ fn max_green_threads_cap_is_an_error_then_lifts() {
                 let sum: usize = again.into_iter().map(|h| h.join().unwrap()).sum();
                 assert_eq!(sum, (0..CAP).sum());
             });
+        },
+    );
+}
+
+#[test]
+fn a_full_cap_is_an_error_even_while_another_runtime_churns() {
+    with_watchdog(
+        "a full cap beside a busy runtime",
+        Duration::from_secs(30),
+        || {
+            let capped = Builder::new()
+                .worker_threads(1)
+                .max_green_threads(1)
+                .build()
+                .unwrap();
+            let busy = Builder::new()
+                .worker_threads(1)
+                .max_green_threads(64)
+                .build()
+                .unwrap();
+            // Green threads finishing in another runtime free no place in this one: the
+            // spawn below must not keep waiting for them.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let churn = std::thread::spawn({
+                let stop = stop.clone();
+                move || {
+                    busy.run(|| {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            greenrt::spawn(|| ()).join().unwrap();
+                        }
+                    })
+                }
+            });
+            capped.run(|| {
+                let (release, gate) = oneshot::channel::<()>();
+                let held = greenrt::spawn(move || {
+                    let _ = greenrt::block_on(gate);
+                });
+                let err = greenrt::Builder::new()
+                    .spawn(|| ())
+                    .expect_err("the cap is reached");
+                assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
+                release.send(()).unwrap();
+                held.join().unwrap();
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            churn.join().unwrap();
         },
     );
 }

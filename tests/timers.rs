@@ -162,3 +162,43 @@ fn a_sleep_first_polled_in_block_on_completes_when_awaited_later_in_a_task() {
         },
     );
 }
+
+/// Waits for a 20 ms sleep while another future keeps waking itself until the sleep is
+/// over: whoever drives it is always woken, never parks, and must still fire its
+/// timers.
+async fn sleep_beside_a_self_waking_future() {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::Poll;
+    let slept = Arc::new(AtomicBool::new(false));
+    let (set_slept, seen_slept) = (slept.clone(), slept);
+    let mut both: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> =
+        FuturesUnordered::new();
+    both.push(Box::pin(async move {
+        greenrt::time::sleep(Duration::from_millis(20)).await;
+        set_slept.store(true, Ordering::SeqCst);
+    }));
+    both.push(Box::pin(std::future::poll_fn(move |cx| {
+        if seen_slept.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })));
+    while both.next().await.is_some() {}
+}
+
+#[test]
+fn timers_fire_on_the_calling_thread_while_wakes_keep_coming() {
+    with_watchdog("block_on in Runtime::run", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        rt.run(|| greenrt::block_on(sleep_beside_a_self_waking_future()));
+    });
+    with_watchdog("Runtime::block_on", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        rt.block_on(sleep_beside_a_self_waking_future());
+    });
+}

@@ -81,7 +81,8 @@ impl Builder {
         self
     }
 
-    /// Name prefix of the worker threads (`<name>-<index>`).
+    /// Name prefix of the worker threads (`<name>-<index>`); it must not contain a NUL
+    /// byte. Linux shows the first 15 bytes of a thread's name.
     pub fn thread_name(&mut self, name: impl Into<String>) -> &mut Builder {
         self.thread_name = name.into();
         self
@@ -131,6 +132,16 @@ impl Builder {
             ));
         }
         let stack_size = stack::validate_stack_size(self.stack_size, "stack_size")?;
+        if self.thread_name.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "thread_name({:?}) contains a NUL byte, which OS thread names cannot \
+                     hold: remove it",
+                    self.thread_name
+                ),
+            ));
+        }
         if self.max_green_threads == Some(0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

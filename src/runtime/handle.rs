@@ -251,7 +251,16 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
         Ok(reservation) => return Ok(reservation),
         Err(error) => error,
     };
-    let mut finished = crate::stack::finished_count();
+    // Progress is a place freed where this spawn needs one: in this runtime when its
+    // own cap is what ran out (places freed in other runtimes do not help it), in the
+    // process otherwise.
+    let progress = |error: &crate::stack::Exhausted| match error {
+        crate::stack::Exhausted::Runtime(_) => shared
+            .live_greens
+            .load(std::sync::atomic::Ordering::Relaxed),
+        crate::stack::Exhausted::Process(_) => crate::stack::finished_count(),
+    };
+    let mut finished = progress(&error);
     let mut progress_at = std::time::Instant::now();
     while progress_at.elapsed() < PATIENCE {
         let in_green = crate::green::current_ptr().is_some() && !std::thread::panicking();
@@ -265,7 +274,7 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
             Ok(reservation) => return Ok(reservation),
             Err(exhausted) => error = exhausted,
         }
-        let now_finished = crate::stack::finished_count();
+        let now_finished = progress(&error);
         if now_finished != finished {
             finished = now_finished;
             progress_at = std::time::Instant::now();

@@ -81,6 +81,11 @@ where
                     while green.state.load() & SCHEDULED == 0 {
                         context::park_current_thread();
                     }
+                } else {
+                    // Woken while it ran: no park, which is where timers fire. Fire
+                    // them here, or a green thread that keeps being woken while it
+                    // waits for a sleep would never see the sleep end.
+                    crate::time::fire_due(&local.timers);
                 }
                 green.state.start_run();
             }

@@ -489,8 +489,10 @@ pub(crate) fn run_child_before_join(child: &GreenThread) {
 /// returned payload, and the child runs on, detached:
 /// - the runtime is shutting down: it cancels every green thread, the child too, but
 ///   only once this unwind has ended (payload [`Cancelled`](crate::Cancelled));
-/// - the child started on this worker, so only this worker can run it, and it is
-///   blocked (payload: a message saying so, also written to stderr).
+/// - the child started on this worker, or the runtime has only this worker, so only
+///   this worker can run it, and it is blocked (payload: a message saying so, also
+///   written to stderr). (Unstarted work in this worker's LIFO slot is made stealable
+///   before the worker blocks, see `crate::bridge`.)
 ///
 /// Both used to deadlock the worker (and the runtime's drop, which joins it), typically
 /// through a guard that joins a child when dropped, in a green thread being cancelled.
@@ -509,7 +511,9 @@ pub(crate) fn join_cannot_wait(
         if local.handle.shared.is_shutdown() {
             return Some(Box::new(crate::Cancelled) as Box<dyn std::any::Any + Send>);
         }
-        if !core.is_at_home_here(child) {
+        // With one worker, every green thread of this runtime runs only here.
+        let only_here = local.handle.shared.workers.len() == 1 || core.is_at_home_here(child);
+        if !only_here {
             return None;
         }
         // SAFETY: CURRENT is set only while that green thread runs on this thread.

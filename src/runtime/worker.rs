@@ -593,21 +593,30 @@ impl Core {
         }
     }
 
-    /// Whether only this worker can run `green`: it started here (and has not
-    /// finished), or it waits unstarted in the LIFO slot, which no other worker takes
-    /// from. A linear scan: asked only by a join that may not wait
-    /// ([`super::join_cannot_wait`]).
+    /// Whether `green` started on this worker (and has not finished): only this
+    /// worker's thread can run it. A linear scan: asked only by a join that may not
+    /// wait ([`super::join_cannot_wait`]).
     pub(crate) fn is_at_home_here(&self, green: &GreenThread) -> bool {
-        let is_it = |other: &Arc<GreenThread>| {
-            std::ptr::addr_eq(Arc::as_ptr(other), green as *const GreenThread)
-        };
-        let in_lifo = {
-            let held = self.lifo.take();
-            let found = matches!(&held, Some(Next::Task(Task::Green(queued))) if is_it(queued));
-            self.lifo.set(held);
-            found
-        };
-        in_lifo || self.live.borrow().slots.iter().flatten().any(is_it)
+        self.live
+            .borrow()
+            .slots
+            .iter()
+            .flatten()
+            .any(|live| std::ptr::addr_eq(Arc::as_ptr(live), green as *const GreenThread))
+    }
+
+    /// Moves what waits in the LIFO slot to where it can be run by others (unstarted
+    /// work to the stealable deque, waking a thief) or at least by this worker's
+    /// normal turn: before this worker's thread blocks for a green thread that is
+    /// unwinding (see `crate::bridge`).
+    pub(crate) fn release_lifo(&self) {
+        if let Some(next) = self.take_lifo() {
+            let stealable = matches!(next, Next::Task(_));
+            self.push_queued(next);
+            if stealable {
+                self.shared.notify_one();
+            }
+        }
     }
 
     /// See [`super::run_child_before_join`]: if `child` is the unstarted green thread
