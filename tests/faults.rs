@@ -23,6 +23,19 @@ fn in_child(test: &str, case: &str, child: impl FnOnce()) -> Output {
         .unwrap()
 }
 
+/// Asserts that the child aborted (SIGABRT); returns what it wrote to stderr.
+fn aborted_stderr(output: &Output) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGABRT),
+        "{:?}\n{stderr}",
+        output.status
+    );
+    stderr
+}
+
 fn vm_size_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let kib: u64 = status
@@ -125,14 +138,7 @@ fn destructor_panicking_during_a_cancel_unwind_aborts_saying_why() {
             });
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGABRT),
-        "{:?}\n{stderr}",
-        output.status
-    );
+    let stderr = aborted_stderr(&output);
     assert!(
         stderr.contains("destructor panicked while the green thread was being cancelled"),
         "{stderr}"
@@ -224,14 +230,7 @@ fn waiting_in_a_destructor_the_worker_runs_aborts_naming_the_fix() {
             let _ = task.join();
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGABRT),
-        "{:?}\n{stderr}",
-        output.status
-    );
+    let stderr = aborted_stderr(&output);
     assert!(
         stderr.contains("outside any green thread or task") && stderr.contains("greenrt::spawn"),
         "the message says what went wrong and what to do: {stderr}"
