@@ -290,7 +290,7 @@ impl<T> JoinHandle<T> {
             crate::runtime::run_child_before_join(child);
             // Tested first: a global counter, almost always zero.
             if std::thread::panicking() && !self.is_finished() {
-                if let Some(payload) = crate::runtime::join_cannot_wait(child, &self.green) {
+                if let Some(payload) = crate::runtime::join_cannot_wait(child) {
                     return Err(payload);
                 }
             }

@@ -498,10 +498,7 @@ pub(crate) fn run_child_before_join(child: &GreenThread) {
 /// through a guard that joins a child when dropped, in a green thread being cancelled.
 #[cold]
 #[inline(never)]
-pub(crate) fn join_cannot_wait(
-    child: &GreenThread,
-    child_identity: &crate::Green,
-) -> Option<Box<dyn std::any::Any + Send>> {
+pub(crate) fn join_cannot_wait(child: &GreenThread) -> Option<Box<dyn std::any::Any + Send>> {
     if !std::thread::panicking() {
         return None;
     }
@@ -524,7 +521,7 @@ pub(crate) fn join_cannot_wait(
              until the unwind is over: the join gave up and that green thread runs on, \
              detached. Join it before a panic or cancel can reach this point, or let it go",
             caller.identity.id(),
-            child_identity.id(),
+            child.identity.id(),
         );
         eprintln!("{message}");
         Some(Box::new(message) as Box<dyn std::any::Any + Send>)
