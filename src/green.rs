@@ -317,7 +317,7 @@ impl<B: Body + 'static> GreenThread<B> {
         GreenThread {
             state: State::new_scheduled(),
             #[cfg(feature = "tracing")]
-            trace: crate::trace::GreenTrace::new(&identity),
+            trace: crate::trace::GreenTrace::new(),
             identity,
             stack_size,
             home: UnsafeCell::new(None),
@@ -574,7 +574,7 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
 unsafe fn switch_in_traced(green: &GreenThread) {
     // SAFETY: the caller holds it RUNNING on its home thread (resume's contract): we
     // are its resumer, about to switch in.
-    let slice = unsafe { crate::trace::enter_slice(&green.trace) };
+    let slice = unsafe { crate::trace::enter_slice(&green.trace, &green.identity) };
     // SAFETY: forwarded from the caller.
     unsafe { switch_in(green) };
     if let Some(slice) = slice {

@@ -6,9 +6,26 @@
 //! set, a switch costs one relaxed load here.
 //!
 //! # The protocol (design.md, section 7)
-//! Each green thread has a span (DEBUG, target `greenrt::green`, fields `id` and `name`)
-//! created at spawn as a child of the spawner's current span, and it remembers the
-//! dispatcher that was the default where it was spawned.
+//! Each green thread has a span (DEBUG, target `greenrt::green`, fields `id` and `name`),
+//! a child of the spawner's current span at spawn, and it remembers the dispatcher that
+//! was the default where it was spawned.
+//!
+//! The parent is captured at spawn; the span itself is created at the green thread's
+//! first slice, on its home worker. A subscriber such as tracing-subscriber's
+//! `Registry` keeps a span in a slot of a slab shard owned by the thread that created
+//! it, and touches that slot's state word with an atomic on every enter and exit.
+//! Created by the spawner, consecutive green threads' spans sit in neighbouring slots of
+//! the spawner's shard while they run on different workers, so every switch on one
+//! worker invalidated the cache line that the other worker's switches used (false
+//! sharing: with every span recorded, yield_many on two workers ran slower than on
+//! one). Created where it runs, a span shares its worker's shard. The only visible
+//! difference is when the span's `new_span` is reported, and that a green thread
+//! cancelled before it ever ran has no span.
+//!
+//! Whether the span is enabled is asked at spawn with `span_enabled!` (same target,
+//! level and field names), so that nothing is captured for a span that is filtered out.
+//! A filter that selects it by the span's *name* alone is not seen by that question; such
+//! a filter should also match the target `greenrt::green`.
 //!
 //! - Switch in ([`enter_slice`], on the resumer's stack): if that dispatcher was a
 //!   scoped one (`set_default`), make it the default for this slice (on a worker it is
@@ -44,11 +61,14 @@ pub(crate) struct GreenTrace {
 
 /// The tracing state of a green thread that has (or had) a listener.
 struct Traced {
-    /// Keeps the span open for the green thread's life.
+    /// Keeps the span open for the green thread's life, once created (see `parent`).
     _span: tracing::Span,
-    /// The span's id; None when it is disabled (filtered out), or for a green thread
-    /// that adopted a subscriber set after it was spawned (it has no span).
+    /// The span's id; None when it is disabled (filtered out), not created yet, or for a
+    /// green thread that adopted a subscriber set after it was spawned (it has no span).
     own: Option<Id>,
+    /// Until the first slice creates the span: the spawner's current span at spawn
+    /// (kept open), its parent. None once created, or when it will not be created.
+    parent: Option<tracing::Span>,
     /// The dispatcher current where it was spawned, or the one it adopted.
     dispatch: Dispatch,
     /// Whether `dispatch` was the global default or a scoped one (which each slice must
@@ -67,9 +87,9 @@ unsafe impl Sync for GreenTrace {}
 
 impl GreenTrace {
     #[inline]
-    pub(crate) fn new(identity: &Green) -> GreenTrace {
+    pub(crate) fn new() -> GreenTrace {
         let traced = if dispatcher::has_been_set() {
-            Traced::new(identity)
+            Traced::new()
         } else {
             None
         };
@@ -101,25 +121,42 @@ impl Traced {
     /// The state of a green thread spawned here and now, or None when nobody listens
     /// here (a dispatcher existed once, e.g. a scoped one since dropped).
     #[cold]
-    fn new(identity: &Green) -> Option<Box<Traced>> {
+    fn new() -> Option<Box<Traced>> {
         let dispatch = dispatcher::get_default(Dispatch::clone);
         if dispatch.is::<NoSubscriber>() {
             return None;
         }
-        let span = tracing::debug_span!(
-            target: "greenrt::green",
-            "green",
-            id = identity.id().as_u64(),
-            name = identity.name().unwrap_or(""),
-        );
+        // Only the parent now; the span at the first slice (see the module docs).
+        let enabled =
+            tracing::span_enabled!(target: "greenrt::green", tracing::Level::DEBUG, id, name);
         let kind = kind_of(&dispatch);
         Some(Box::new(Traced {
-            own: span.id(),
-            _span: span,
+            _span: tracing::Span::none(),
+            own: None,
+            parent: enabled.then(tracing::Span::current),
             dispatch,
             kind,
             saved: Vec::new(),
         }))
+    }
+
+    /// At the first slice, with the green thread's dispatcher current: creates its span
+    /// as a child of the parent captured at spawn.
+    #[cold]
+    #[inline(never)]
+    fn create_span(&mut self, identity: &Green) {
+        let Some(parent) = self.parent.take() else {
+            return;
+        };
+        let span = tracing::debug_span!(
+            target: "greenrt::green",
+            parent: &parent,
+            "green",
+            id = identity.id().as_u64(),
+            name = identity.name().unwrap_or(""),
+        );
+        self.own = span.id();
+        self._span = span;
     }
 }
 
@@ -284,7 +321,7 @@ pub(crate) struct Slice {
 /// The caller is the green thread's resumer: it holds it RUNNING on its home thread
 /// (so no other thread resumes it meanwhile) and is about to switch into it.
 #[inline(never)]
-pub(crate) unsafe fn enter_slice(trace: &GreenTrace) -> Option<Slice> {
+pub(crate) unsafe fn enter_slice(trace: &GreenTrace, identity: &Green) -> Option<Slice> {
     // SAFETY: the caller is the resumer (the contract), the only thread that touches
     // `traced` (see the Sync impl), and holds no other reference to it.
     let slot = unsafe { &mut *trace.traced.get() };
@@ -300,21 +337,25 @@ pub(crate) unsafe fn enter_slice(trace: &GreenTrace) -> Option<Slice> {
             slot.insert(Box::new(Traced {
                 _span: tracing::Span::none(),
                 own: None,
+                parent: None,
                 dispatch,
                 kind: Kind::Global,
                 saved: Vec::new(),
             }))
         }
     };
+    let on_worker = crate::runtime::context::on_worker();
+    let restore = make_current(&traced.dispatch, traced.kind, on_worker);
+    if traced.parent.is_some() {
+        // The first slice: create the span here, under the dispatcher just made current.
+        traced.create_span(identity);
+    }
     let Traced {
         own,
         dispatch,
-        kind,
         saved,
         ..
     } = &**traced;
-    let on_worker = crate::runtime::context::on_worker();
-    let restore = make_current(dispatch, *kind, on_worker);
     // Worker threads never enter spans themselves, so their base is "none".
     let base = if own.is_none() && !on_worker {
         dispatch.current_span().id().cloned()

@@ -432,3 +432,61 @@ fn interleaved_green_threads_from_two_scoped_subscribers_reach_only_their_own() 
     a.join().unwrap();
     b.join().unwrap();
 }
+
+/// Logs, in order, the creation of green spans (with the creating thread's name) and the
+/// closing of spans named "request".
+#[derive(Clone, Default)]
+struct CreationLog(Arc<Mutex<Vec<String>>>);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CreationLog {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
+        if attrs.metadata().name() == "green" {
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            self.0.lock().unwrap().push(format!("new green on {thread}"));
+        }
+    }
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if ctx.span(&id).is_some_and(|span| span.name() == "request") {
+            self.0.lock().unwrap().push("close request".to_string());
+        }
+    }
+}
+
+#[test]
+fn green_span_is_created_on_the_worker_that_runs_it_and_keeps_its_parent_open() {
+    let log = CreationLog::default();
+    let recorder = Recorder::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(log.clone())
+        .with(recorder.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = greenrt::runtime::Builder::new()
+        .worker_threads(2)
+        .thread_name("span-worker")
+        .build()
+        .unwrap();
+    // Spawned from a plain thread inside a span that is closed before anyone joins.
+    let (handle, request_id) = {
+        let request = tracing::info_span!("request");
+        let _entered = request.enter();
+        (rt.spawn(|| ()), request.id().unwrap())
+    };
+    let id = handle.green().id().as_u64();
+    handle.join().unwrap();
+    drop(rt);
+    let log = log.0.lock().unwrap().clone();
+    // Workers are named "span-worker-<index>".
+    assert!(
+        log.len() == 2
+            && log[0].starts_with("new green on span-worker-")
+            && log[1] == "close request",
+        "the span is created by the worker that runs the green thread, and its parent \
+         stays open until then: {log:?}"
+    );
+    let spans = recorder.spans.lock().unwrap();
+    let green = spans
+        .values()
+        .find(|s| s.name == "green" && s.fields.contains(&format!("id={id};")))
+        .expect("a span for the spawned green thread");
+    assert_eq!(green.parent.as_ref(), Some(&request_id));
+}
