@@ -426,6 +426,27 @@ pub(crate) fn sched_event(event: &'static str, id: GreenId) {
     tracing::trace!(target: "greenrt::sched", event, id = id.as_u64());
 }
 
+/// A scheduler event sent when this guard is dropped: after the work that follows it in
+/// the caller's scope, however that scope ends.
+pub(crate) struct SchedEventOnDrop {
+    event: &'static str,
+    id: GreenId,
+}
+
+impl SchedEventOnDrop {
+    #[inline]
+    pub(crate) fn new(event: &'static str, id: GreenId) -> SchedEventOnDrop {
+        SchedEventOnDrop { event, id }
+    }
+}
+
+impl Drop for SchedEventOnDrop {
+    #[inline]
+    fn drop(&mut self) {
+        sched_event(self.event, self.id);
+    }
+}
+
 /// A worker about to park.
 #[inline]
 pub(crate) fn park_event(worker: usize) {

@@ -442,7 +442,10 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CreationLog {
     fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
         if attrs.metadata().name() == "green" {
             let thread = std::thread::current().name().unwrap_or("").to_string();
-            self.0.lock().unwrap().push(format!("new green on {thread}"));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("new green on {thread}"));
         }
     }
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {

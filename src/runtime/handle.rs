@@ -125,9 +125,11 @@ impl Handle {
         // to this fresh allocation; nothing has read it uninitialised.
         let cell = unsafe { cell.assume_init() };
         let green: Arc<GreenThread> = cell.clone();
+        self.shared.schedule(Task::Green(green));
+        // After queueing it: a subscriber that panics here leaves a green thread that
+        // runs, detached, rather than one lost before it was queued.
         #[cfg(feature = "tracing")]
         crate::trace::sched_event("spawn", identity.id());
-        self.shared.schedule(Task::Green(green));
         Ok(JoinHandle::new(cell, Target::Green, identity))
     }
 }

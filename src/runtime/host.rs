@@ -54,11 +54,18 @@ where
     let green = green::new_host(entry, take_host_stack(handle));
 
     // From here until the green thread completes, unwinding out of this frame would
-    // leave its stack pointing at freed borrows: abort instead.
+    // leave its stack pointing at freed borrows: abort instead. The green thread's own
+    // panics are caught on its stack, so what could unwind here is code this loop calls:
+    // a tracing subscriber's callback at a switch, or a timer's waker.
     struct AbortOnUnwind;
     impl Drop for AbortOnUnwind {
         fn drop(&mut self) {
-            green::abort_with("greenrt bug: Runtime::run's scheduler loop panicked");
+            green::abort_with(
+                "a panic unwound out of Runtime::run's scheduler loop (see the panic \
+                 message above: it came from code the loop calls, such as a tracing \
+                 subscriber's callback at a switch or a timer's waker) while its green \
+                 thread, which borrows from the caller's frame, was suspended",
+            );
         }
     }
     let bomb = AbortOnUnwind;

@@ -203,8 +203,29 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
     };
     let _enter = super::context::enter(&local);
     let core = local.worker.as_ref().expect("worker core");
+    // Green threads, futures and the panics of both are caught where they run, so a
+    // panic reaching this frame came from code the scheduler itself calls: a tracing
+    // subscriber's callback (at a switch or a scheduler event), or a waker or destructor
+    // it runs. Unwinding on would end the worker and strand, forever, every green
+    // thread that started here (they never move to another worker): a hang with no
+    // error. Abort instead, saying why; the panic's own message is already printed.
+    struct AbortOnUnwind(usize);
+    impl Drop for AbortOnUnwind {
+        fn drop(&mut self) {
+            crate::green::abort_with(&format!(
+                "a panic unwound out of worker {}'s scheduler loop (see the panic \
+                 message above: it came from code the scheduler calls, such as a \
+                 tracing subscriber's callback at a switch or a waker or destructor it \
+                 ran); without that worker the green threads started on it could never \
+                 run again",
+                self.0
+            ));
+        }
+    }
+    let bomb = AbortOnUnwind(index);
     core.run_loop(&local);
     core.shutdown();
+    std::mem::forget(bomb);
     #[cfg(feature = "tracing")]
     crate::trace::worker_idle();
 }

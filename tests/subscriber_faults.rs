@@ -1,0 +1,152 @@
+//! A tracing subscriber that panics inside greenrt's scheduler: the panic must never
+//! strand a green thread silently. A panic in a callback the scheduler makes on a worker
+//! (at a switch) aborts the process, saying why; a panic in a wake's scheduler event
+//! reaches the waking code only after the green thread was queued, so it still runs.
+//! Each case runs in a child process (this test binary, re-run with the case in an
+//! environment variable) with a watchdog, since the failures being tested are an abort
+//! or a hang.
+#![cfg(feature = "tracing")]
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tracing::span::Id;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+const CASE_ENV: &str = "GREENRT_SUBSCRIBER_CASE";
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// In the parent: re-runs only `test` in a child with `case` set; returns its output, or
+/// panics if it has not exited after [`WATCHDOG`]. In the child: runs `child`, exits.
+fn in_child(test: &str, case: &str, child: impl FnOnce()) -> Output {
+    if std::env::var_os(CASE_ENV).is_some() {
+        child();
+        println!("CHILD-FINISHED");
+        std::process::exit(0);
+    }
+    let mut process = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CASE_ENV, case)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while process.try_wait().unwrap().is_none() {
+        if started.elapsed() > WATCHDOG {
+            process.kill().unwrap();
+            let output = process.wait_with_output().unwrap();
+            panic!(
+                "the child hung (killed after {WATCHDOG:?}); its stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process.wait_with_output().unwrap()
+}
+
+/// A layer that panics in one callback: entering a `green` span, or a `wake` scheduler
+/// event recorded on the thread named `waker`.
+struct PanicIn(&'static str);
+
+impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for PanicIn {
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if self.0 == "enter" && ctx.span(id).is_some_and(|span| span.name() == "green") {
+            panic!("this subscriber panics when a green span is entered");
+        }
+    }
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        struct IsWake(bool);
+        impl tracing::field::Visit for IsWake {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.0 |= field.name() == "event" && value == "wake";
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut is_wake = IsWake(false);
+        event.record(&mut is_wake);
+        if self.0 == "wake" && is_wake.0 && std::thread::current().name() == Some("waker") {
+            panic!("this subscriber panics on a wake event");
+        }
+    }
+}
+
+#[test]
+fn a_subscriber_panicking_at_a_switch_on_a_worker_aborts_naming_the_cause() {
+    let output = in_child(
+        "a_subscriber_panicking_at_a_switch_on_a_worker_aborts_naming_the_cause",
+        "enter",
+        || {
+            let subscriber = tracing_subscriber::registry().with(PanicIn("enter"));
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            let rt = greenrt::runtime::Builder::new()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            let _ = rt.spawn(|| 5).join();
+        },
+    );
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGABRT),
+        "{:?}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains("this subscriber panics when a green span is entered")
+            && stderr.contains("scheduler loop")
+            && stderr.contains("tracing subscriber"),
+        "the abort must say where the panic came from: {stderr}"
+    );
+}
+
+#[test]
+fn a_subscriber_panicking_on_a_wake_event_still_leaves_the_green_thread_queued() {
+    let output = in_child(
+        "a_subscriber_panicking_on_a_wake_event_still_leaves_the_green_thread_queued",
+        "wake",
+        || {
+            let subscriber = tracing_subscriber::registry().with(PanicIn("wake"));
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            let rt = greenrt::runtime::Builder::new()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            // The wake must find the green thread parked for its event to be sent (a
+            // wake while it runs only marks it). It signals just before it parks, so
+            // try until one wake did panic; every green thread must still finish.
+            let mut panicked_wakes = 0;
+            for _ in 0..50 {
+                let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+                let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
+                let green = rt.spawn(move || {
+                    waiting_tx.send(()).unwrap();
+                    greenrt::block_on(rx).unwrap() + 1
+                });
+                waiting_rx.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+                let sent = std::thread::Builder::new()
+                    .name("waker".into())
+                    .spawn(move || tx.send(41))
+                    .unwrap()
+                    .join();
+                panicked_wakes += usize::from(sent.is_err());
+                assert_eq!(green.join().unwrap(), 42, "the woken green thread ran");
+                if panicked_wakes > 0 {
+                    break;
+                }
+            }
+            assert!(panicked_wakes > 0, "no wake found the green thread parked");
+        },
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success()
+            && String::from_utf8_lossy(&output.stdout).contains("CHILD-FINISHED"),
+        "{:?}\n{stderr}",
+        output.status
+    );
+}
