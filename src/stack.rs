@@ -533,6 +533,21 @@ impl Exhausted {
         };
         io::Error::new(io::ErrorKind::OutOfMemory, message)
     }
+
+    /// The error for a spawn on a worker outside a green thread (a future task), which
+    /// fails at once rather than block the worker while it waits for room.
+    pub(crate) fn into_error_on_worker(self) -> io::Error {
+        let error = self.into_error();
+        io::Error::new(
+            error.kind(),
+            format!(
+                "{error}. This spawn ran in a future task (or a destructor) on a worker, \
+                 which cannot wait for room without blocking the worker: spawn from a \
+                 green thread, where spawning waits, or await some of the green threads \
+                 already spawned first"
+            ),
+        )
+    }
 }
 
 /// Reserves a place for one more unfinished green thread, in the process budget (from

@@ -271,6 +271,41 @@ fn max_green_threads_cap_is_an_error_then_lifts() {
 }
 
 #[test]
+fn spawning_at_the_cap_from_a_future_task_fails_at_once_naming_the_way_out() {
+    with_watchdog(
+        "spawning at the cap from a future task",
+        Duration::from_secs(30),
+        || {
+            let rt = Builder::new()
+                .worker_threads(1)
+                .max_green_threads(1)
+                .build()
+                .unwrap();
+            let (release, gate) = oneshot::channel::<()>();
+            let holder = rt.spawn(move || {
+                let _ = greenrt::block_on(gate);
+            });
+            // A future task on the only worker: waiting for room there would block the
+            // worker, so the error comes at once and says what to do instead.
+            let err = rt
+                .block_on(rt.spawn_async(async { greenrt::Builder::new().spawn(|| ()).map(drop) }))
+                .unwrap()
+                .expect_err("the cap is reached");
+            assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("max_green_threads")
+                    && text.contains("future task")
+                    && text.contains("spawn from a green thread"),
+                "names the setting, why it did not wait, and the way out: {text}"
+            );
+            release.send(()).unwrap();
+            holder.join().unwrap();
+        },
+    );
+}
+
+#[test]
 fn a_full_cap_is_an_error_even_while_another_runtime_churns() {
     with_watchdog(
         "a full cap beside a busy runtime",

@@ -89,8 +89,13 @@ impl Builder {
     }
 
     /// At most this many unfinished green threads in this runtime (at least 1); beyond
-    /// it, [`greenrt::Builder::spawn`](crate::Builder::spawn) returns an error. Default:
-    /// only the process-wide limit derived from `vm.max_map_count`.
+    /// it, [`greenrt::Builder::spawn`](crate::Builder::spawn) returns an error (and
+    /// [`greenrt::spawn`](crate::spawn) panics with it). Default: only the process-wide
+    /// limit derived from `vm.max_map_count`.
+    ///
+    /// A spawn at the cap first waits for green threads to finish, as long as some keep
+    /// finishing: in a green thread by yielding, on a plain thread by sleeping. In a
+    /// future task it fails at once, since waiting would block the task's worker.
     pub fn max_green_threads(&mut self, n: usize) -> &mut Builder {
         self.max_green_threads = Some(n);
         self

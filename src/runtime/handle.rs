@@ -231,7 +231,8 @@ fn cancelled_handle<T: Send + 'static, W>(work: W) -> JoinHandle<T> {
 /// Reserves a live-budget place for a new green thread. When the budget is exhausted
 /// while green threads are still finishing, waits for them (yielding) rather than fail:
 /// spawning a million short green threads in a row must work. It fails only when no
-/// green thread has finished for [`PATIENCE`], i.e. the budget is really held. The
+/// green thread has finished for [`PATIENCE`], i.e. the budget is really held, or at
+/// once where waiting would block a worker (in a future task). The
 /// patience is long enough that a loaded machine (workers preempted for tens of
 /// milliseconds) does not turn a burst of short green threads into an error.
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -253,6 +254,13 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
         Ok(reservation) => return Ok(reservation),
         Err(error) => error,
     };
+    let can_yield = crate::green::current_ptr().is_some() && !std::thread::panicking();
+    if !can_yield && context::on_worker() {
+        // A future task (or a destructor the worker runs, or an unwinding green thread)
+        // could wait only by blocking its worker, which also holds back the green
+        // threads whose finishing would make room. Fail now, saying what to do instead.
+        return Err(error.into_error_on_worker());
+    }
     // Progress is a place freed where this spawn needs one: in this runtime when its
     // own cap is what ran out (places freed in other runtimes do not help it), in the
     // process otherwise.
@@ -265,8 +273,7 @@ fn reserve_place(shared: &Shared) -> io::Result<crate::stack::Reservation> {
     let mut finished = progress(&error);
     let mut progress_at = std::time::Instant::now();
     while progress_at.elapsed() < PATIENCE {
-        let in_green = crate::green::current_ptr().is_some() && !std::thread::panicking();
-        if in_green {
+        if can_yield {
             crate::yield_now();
         } else {
             // A plain thread cannot help; let the workers run instead of spinning.
