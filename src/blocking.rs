@@ -205,6 +205,11 @@ where
 /// result (`.await` it in async code, `join()` it elsewhere). A panic in `f` becomes
 /// the handle's `Err`.
 ///
+/// Once the runtime has begun shutting down, `f` is dropped without running and the
+/// handle's `Err` is [`Cancelled`](crate::Cancelled), as for any spawn then. A job
+/// already running when shutdown begins runs to its end on its pool thread, but its
+/// handle reports `Cancelled` too: nobody is left to deliver the result.
+///
 /// # Panics
 /// Outside a runtime.
 ///
@@ -223,8 +228,13 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let rx = submit(f);
     let handle = crate::runtime::current_or_panic("greenrt::spawn_blocking");
+    if handle.shared.is_shutdown() {
+        // Like any spawn once shutdown began: the job never runs (`spawn_async` drops
+        // it unpolled) and the handle reports `Cancelled`.
+        return handle.spawn_async(async move { f() });
+    }
+    let rx = submit(f);
     handle.spawn_async(async move {
         match rx.await {
             Ok(Ok(value)) => value,

@@ -585,3 +585,62 @@ fn on_one_worker_an_unwinding_join_of_an_unstarted_child_gives_up() {
         },
     );
 }
+
+#[test]
+fn spawn_blocking_once_shutdown_began_drops_the_job_without_running_it() {
+    with_watchdog(
+        "spawn_blocking during shutdown",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(1);
+            let ran = flag();
+            let job_dropped = flag();
+            let (handle_tx, handle_rx) = mpsc::channel();
+            let (started_tx, started_rx) = mpsc::channel();
+
+            /// Spawns the blocking job from its destructor, which runs while the
+            /// runtime's drop unwinds the green thread holding it.
+            struct SpawnOnDrop {
+                ran: Arc<AtomicBool>,
+                job_dropped: Arc<AtomicBool>,
+                handle_tx: mpsc::Sender<greenrt::JoinHandle<()>>,
+            }
+            impl Drop for SpawnOnDrop {
+                fn drop(&mut self) {
+                    let ran = self.ran.clone();
+                    let guard = DropFlag(self.job_dropped.clone());
+                    let handle = greenrt::spawn_blocking(move || {
+                        let _guard = guard;
+                        ran.store(true, Ordering::SeqCst);
+                    });
+                    self.handle_tx.send(handle).unwrap();
+                }
+            }
+
+            let spawner = SpawnOnDrop {
+                ran: ran.clone(),
+                job_dropped: job_dropped.clone(),
+                handle_tx,
+            };
+            let _sleeper = rt.spawn(move || {
+                let _spawner = spawner;
+                started_tx.send(()).unwrap();
+                greenrt::sleep(Duration::from_secs(3600));
+            });
+            started_rx.recv().unwrap();
+            drop(rt);
+
+            let handle = handle_rx.recv().unwrap();
+            assert_cancelled(handle.join(), "spawn_blocking during shutdown");
+            // The job is dropped either way (unrun, or after it ran on a pool thread):
+            // wait for that, then ask whether it ran.
+            while !job_dropped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(
+                !ran.load(Ordering::SeqCst),
+                "a job spawned after shutdown began must not run"
+            );
+        },
+    );
+}
