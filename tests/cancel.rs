@@ -644,3 +644,47 @@ fn spawn_blocking_once_shutdown_began_drops_the_job_without_running_it() {
         },
     );
 }
+
+#[test]
+fn after_shutdown_timeout_runs_out_the_last_worker_to_exit_drops_the_idle_tasks() {
+    with_watchdog(
+        "the final sweep after shutdown_timeout",
+        Duration::from_secs(30),
+        || {
+            let rt = runtime(2);
+            let release = flag();
+            let (started_tx, started_rx) = mpsc::channel();
+            // A green thread that never reaches a suspension point until released, so
+            // shutdown_timeout gives up waiting for its worker.
+            let _spinner = {
+                let release = release.clone();
+                let started_tx = started_tx.clone();
+                rt.spawn(move || {
+                    started_tx.send(()).unwrap();
+                    while !release.load(Ordering::SeqCst) {
+                        std::hint::spin_loop();
+                    }
+                })
+            };
+            // A task that waits forever: only the final sweep drops it.
+            let task_dropped = flag();
+            let _task = {
+                let guard = DropFlag(task_dropped.clone());
+                rt.spawn_async(async move {
+                    let _guard = guard;
+                    started_tx.send(()).unwrap();
+                    pending::<()>().await;
+                })
+            };
+            started_rx.recv().unwrap();
+            started_rx.recv().unwrap();
+
+            rt.shutdown_timeout(Duration::from_millis(50));
+            release.store(true, Ordering::SeqCst);
+            // The spinner's worker now exits, last, and sweeps.
+            while !task_dropped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        },
+    );
+}

@@ -56,7 +56,16 @@ pub(crate) struct Shared {
     pub(crate) reactor: Arc<crate::reactor::Reactor>,
     /// Threads for `unblock` / `spawn_blocking`.
     pub(crate) blocking: crate::blocking::Pool,
+    /// Who runs the final sweep (see [`Shared::final_sweep`]): the count of worker
+    /// threads still running, plus [`OWNER_LEFT`] once the runtime's owner stopped
+    /// waiting for them.
+    sweeper: AtomicUsize,
 }
+
+/// In `Shared::sweeper`: the owner gave up waiting for the workers
+/// (`shutdown_timeout` ran out, or the runtime was dropped on one of its workers), so
+/// the last worker to exit runs the final sweep.
+const OWNER_LEFT: usize = 1 << (usize::BITS - 1);
 
 impl Shared {
     pub(crate) fn is_shutdown(&self) -> bool {
@@ -131,6 +140,36 @@ impl Shared {
             self.unpark_worker(index);
         }
         self.blocking.shutdown();
+    }
+
+    /// Once every worker has stopped: cancels what no worker will ever take, the unstarted
+    /// work left in the injector and the idle future tasks (whose list otherwise keeps
+    /// them, and through them this `Shared`, alive forever). Run exactly once, by the
+    /// owner after it joined the workers, or by the last worker out when the owner did
+    /// not wait (see `sweeper`).
+    fn final_sweep(&self) {
+        self.drain_injector();
+        for task in self.tasks.drain() {
+            task.cancel_at_shutdown();
+        }
+    }
+
+    /// The owner stops waiting for the workers: the last one to exit sweeps, or the owner
+    /// now if they all have already.
+    fn owner_leaves(&self) {
+        let before = self.sweeper.fetch_or(OWNER_LEFT, Ordering::AcqRel);
+        if before == 0 {
+            self.final_sweep();
+        }
+    }
+
+    /// A worker thread is done with its core and leaving; the last one sweeps if the
+    /// owner left without waiting.
+    pub(crate) fn worker_exited(&self) {
+        let before = self.sweeper.fetch_sub(1, Ordering::AcqRel);
+        if before == OWNER_LEFT | 1 {
+            self.final_sweep();
+        }
     }
 
     /// Cancels whatever sits in the injector (only after shutdown began).
@@ -280,6 +319,7 @@ impl Runtime {
                 .collect(),
             idle: idle::Idle::new(config.worker_threads),
             shutdown: AtomicBool::new(false),
+            sweeper: AtomicUsize::new(config.worker_threads),
             live_greens: Arc::new(AtomicUsize::new(0)),
             tasks: TaskList::new(),
             host_stacks: Mutex::new(Vec::new()),
@@ -392,7 +432,9 @@ impl Runtime {
 
     /// Shuts the runtime down like dropping it, but waits at most `timeout` for the
     /// workers to finish cancelling; workers still busy then (a green thread that never
-    /// reaches a suspension point) are left to finish in the background.
+    /// reaches a suspension point) are left to finish in the background, and the last
+    /// of them to exit drops the idle future tasks and queued work, as the drop would
+    /// have.
     pub fn shutdown_timeout(mut self, timeout: Duration) {
         self.shutdown(Some(timeout));
     }
@@ -413,17 +455,17 @@ impl Runtime {
                     if thread.is_finished() {
                         let _ = thread.join();
                     } else {
-                        // Still running user code: detaching is all we can do. Tasks it
-                        // may still poll are left alone.
+                        // Still running user code: detaching is all we can do. The
+                        // last worker to exit sweeps.
+                        shared.owner_leaves();
                         return;
                     }
                 }
             }
         }
-        shared.drain_injector();
-        for task in shared.tasks.drain() {
-            task.cancel_at_shutdown();
-        }
+        // Every worker that started has exited (any not started never counted down,
+        // so no worker sweeps: we do).
+        shared.final_sweep();
     }
 }
 
@@ -435,9 +477,9 @@ impl Drop for Runtime {
         if context::is_worker_of(&self.handle.shared) {
             // Joining the workers from one of them would deadlock. Stop them without
             // waiting (this one once the current green thread or task is done), so the
-            // runtime does not run on forever unowned; what the final sweep in
-            // `shutdown` would have dropped is leaked instead.
+            // runtime does not run on forever unowned; the last worker to exit sweeps.
             self.handle.shared.begin_shutdown();
+            self.handle.shared.owner_leaves();
             if std::thread::panicking() {
                 eprintln!(
                     "greenrt: a Runtime was dropped on one of its own workers while \

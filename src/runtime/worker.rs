@@ -197,11 +197,21 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
     };
     let local = Local {
-        handle: super::Handle { shared },
+        handle: super::Handle {
+            shared: shared.clone(),
+        },
         timers: RefCell::default(),
         worker: Some(core),
     };
-    let _enter = super::context::enter(&local);
+    run_core(&local, index);
+    drop(local);
+    // Out of the runtime's context and done with the core: maybe the final sweep.
+    shared.worker_exited();
+}
+
+/// Runs the worker's core until shutdown, then cancels what it owns.
+fn run_core(local: &Local, index: usize) {
+    let _enter = super::context::enter(local);
     let core = local.worker.as_ref().expect("worker core");
     // Green threads, futures and the panics of both are caught where they run, so a
     // panic reaching this frame came from code the scheduler itself calls: a tracing
@@ -223,7 +233,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         }
     }
     let bomb = AbortOnUnwind(index);
-    core.run_loop(&local);
+    core.run_loop(local);
     core.shutdown();
     std::mem::forget(bomb);
     #[cfg(feature = "tracing")]
