@@ -100,7 +100,6 @@ pub(crate) fn in_runtime_thread() -> bool {
 }
 
 /// Whether this thread is a worker of any greenrt runtime.
-#[cfg(feature = "tracing")]
 pub(crate) fn on_worker() -> bool {
     with_local(|local| local.worker.is_some()).unwrap_or(false)
 }
