@@ -129,7 +129,8 @@ fn run(inner: Arc<Inner>) {
         if let Some(job) = state.queue.pop_front() {
             drop(state);
             // The job catches its own panics (see `unblock`); this is a backstop.
-            let _ = catch_unwind(AssertUnwindSafe(job));
+            // Its payload is forgotten, not dropped (that could panic again, here).
+            crate::green::panics(job);
             state = inner.lock();
             continue;
         }

@@ -388,7 +388,7 @@ impl GreenThread {
         // The closure's destructor and the result's are user code: never let a panic
         // from them unwind into the scheduler.
         // SAFETY: the caller holds it RUNNING.
-        if catch_unwind(AssertUnwindSafe(|| unsafe { self.body.start(start) })).is_err() {
+        if panics(|| unsafe { self.body.start(start) }) {
             abort_with("a green thread's closure or result panicked while being dropped");
         }
         drop(run.reservation.take());
@@ -642,11 +642,24 @@ unsafe extern "sysv64" fn green_main<B: Body>(arg: *mut u8) -> ! {
     // The body catches the closure's panic itself; what can still escape is a panic
     // from dropping the result or payload. Unwinding must never reach the trampoline.
     // SAFETY: we are the green thread, running on our stack, so we hold it RUNNING.
-    if catch_unwind(AssertUnwindSafe(|| unsafe { green.body.start(Start::Run) })).is_err() {
+    if panics(|| unsafe { green.body.start(Start::Run) }) {
         abort_with("a green thread's result panicked while being dropped");
     }
     switch_out(green, Suspend::Complete);
     abort_with("greenrt bug: a finished green thread was resumed")
+}
+
+/// Runs `f` and says whether it panicked. The panic's payload is forgotten, never
+/// dropped: its destructor is user code that may panic in turn, and that panic would
+/// escape (`catch_unwind(..).is_err()` drops the payload outside the catch).
+pub(crate) fn panics(f: impl FnOnce()) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => false,
+        Err(payload) => {
+            std::mem::forget(payload);
+            true
+        }
+    }
 }
 
 pub(crate) fn abort_with(msg: &str) -> ! {

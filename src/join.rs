@@ -12,7 +12,6 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -134,7 +133,7 @@ impl<T> Packet<T> {
             // SAFETY: DETACHED: the consumer is gone and will not read it (see the type's
             // docs); we are the producer that stored it.
             let result = unsafe { (*self.result.get()).take() };
-            if catch_unwind(AssertUnwindSafe(move || drop(result))).is_err() {
+            if crate::green::panics(move || drop(result)) {
                 crate::green::abort_with(
                     "a green thread's or task's result panicked while being dropped",
                 );

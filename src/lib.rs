@@ -249,8 +249,9 @@ impl Builder {
         self
     }
 
-    /// Usable stack size in bytes: 16 KiB to 1 GiB, rounded up to whole pages (checked
-    /// by [`spawn`](Builder::spawn)).
+    /// Usable stack size in bytes: 16 KiB to 1 GiB, rounded up to whole pages, and to
+    /// 64 KiB when smaller (checked by [`spawn`](Builder::spawn)). See
+    /// [`runtime::Builder::stack_size`](crate::runtime::Builder::stack_size).
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self

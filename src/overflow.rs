@@ -60,10 +60,51 @@ pub(crate) fn install() {
     });
 }
 
+/// An alternate signal stack this module mapped for the calling thread: disabled and
+/// unmapped when the thread's locals are destroyed, so a foreign thread that called
+/// `Runtime::run` does not leave its mapping behind when it exits.
+struct AltStack {
+    memory: *mut libc::c_void,
+    size: usize,
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        // SAFETY: querying with a null new stack only writes `current`.
+        let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::sigaltstack(std::ptr::null(), &mut current) } != 0 {
+            return; // cannot tell whether it is still installed: leak it
+        }
+        if current.ss_sp == self.memory {
+            if current.ss_flags & libc::SS_ONSTACK != 0 {
+                return; // running on it (cannot happen from a thread-local destructor)
+            }
+            let disable = libc::stack_t {
+                ss_sp: std::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            // SAFETY: disabling this thread's alternate stack, which is ours.
+            if unsafe { libc::sigaltstack(&disable, std::ptr::null_mut()) } != 0 {
+                return;
+            }
+        }
+        // SAFETY: our mapping, no longer installed as any signal stack of this thread
+        // (alternate stacks are per thread), so no signal can be delivered on it.
+        unsafe { libc::munmap(self.memory, self.size) };
+    }
+}
+
+thread_local! {
+    static OWN_ALT_STACK: std::cell::Cell<Option<AltStack>> = const { std::cell::Cell::new(None) };
+}
+
 /// Makes sure the calling thread has an alternate signal stack, so the handler can run
 /// when its green stack is exhausted. std gives its threads one already; this covers
 /// threads std did not set up (e.g. a foreign thread calling `Runtime::run`). The stack
-/// is leaked on purpose: it must outlive every signal the thread may take.
+/// is unmapped with the thread's locals ([`AltStack`]); leaked when it is mapped while
+/// they are being destroyed.
 pub(crate) fn ensure_alt_stack() {
     // SAFETY: querying with a null new stack only writes `current`.
     let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
@@ -94,8 +135,17 @@ pub(crate) fn ensure_alt_stack() {
         ss_flags: 0,
         ss_size: SIZE,
     };
-    // SAFETY: `stack` describes the mapping above, which is never unmapped.
-    unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) };
+    // SAFETY: `stack` describes the mapping above, which is unmapped only after it has
+    // been disabled again (`AltStack`).
+    if unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) } != 0 {
+        // SAFETY: our fresh mapping, installed nowhere.
+        unsafe { libc::munmap(memory, SIZE) };
+        return;
+    }
+    let mut owned = Some(AltStack { memory, size: SIZE });
+    let _ = OWN_ALT_STACK.try_with(|slot| slot.set(owned.take()));
+    // This thread's locals are being destroyed: keep it installed and mapped for good.
+    std::mem::forget(owned);
 }
 
 extern "C" fn handler(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {

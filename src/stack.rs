@@ -14,7 +14,9 @@
 //!   [`POOL_DECAY_PERIOD`], half of those above a small floor are unmapped each period
 //!   ([`StackPool::trim_if_due`]), so the memory a burst of green threads needed goes
 //!   back to the system within about 40 seconds of the burst (a full pool), instead of
-//!   staying at the process's all-time peak.
+//!   staying at the process's all-time peak. The stacks kept at the floor give back
+//!   their pages instead, all but the top 16 KiB, once they sat unused for a period:
+//!   a deep green thread's pages do not stay resident for the runtime's life.
 //! - Each stack is two kernel mappings and `vm.max_map_count` bounds mappings per
 //!   process. Stacks are mapped lazily, at first run, so `spawn` reserves a place in a
 //!   live budget instead ([`Reservation`]): running out is an `io::Error` at spawn, never
@@ -33,6 +35,13 @@ use std::time::{Duration, Instant};
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest usable stack size accepted by the builders.
 pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
+/// Smallest usable stack actually mapped: smaller accepted sizes get this much. A panic
+/// in a green thread runs std's panic hook on the green stack, and with
+/// `RUST_BACKTRACE` set, capturing and printing the backtrace needs more than 16 KiB
+/// (about 24 KiB in a release build): on a 16 KiB stack the panic became a reported
+/// stack overflow instead of the `Err` of `join()`. Stacks are virtual, so the extra
+/// pages cost nothing until touched.
+pub(crate) const MIN_MAPPED_STACK_SIZE: usize = 64 * 1024;
 /// Largest usable stack size accepted by the builders.
 pub(crate) const MAX_STACK_SIZE: usize = 1024 * 1024 * 1024;
 /// Finished stacks kept per worker for reuse. Sized for bursts: a workload with a
@@ -72,8 +81,8 @@ pub(crate) fn page_size() -> usize {
     })
 }
 
-/// Checks a user-supplied stack size and rounds it up to whole pages.
-/// `setting` names the builder setting in the error message.
+/// Checks a user-supplied stack size and rounds it up to whole pages (and to at least
+/// [`MIN_MAPPED_STACK_SIZE`]). `setting` names the builder setting in the error message.
 pub(crate) fn validate_stack_size(bytes: usize, setting: &str) -> io::Result<usize> {
     if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&bytes) {
         return Err(io::Error::new(
@@ -85,7 +94,7 @@ pub(crate) fn validate_stack_size(bytes: usize, setting: &str) -> io::Result<usi
         ));
     }
     let page = page_size();
-    Ok(bytes.div_ceil(page) * page)
+    Ok(bytes.max(MIN_MAPPED_STACK_SIZE).div_ceil(page) * page)
 }
 
 /// One mapped green stack: a guard page at the bottom, `usable` bytes above it.
@@ -151,9 +160,16 @@ impl Stack {
         let guarded = unsafe { libc::mprotect(base.cast(), page, libc::PROT_NONE) };
         if advised != 0 || guarded != 0 {
             let err = io::Error::last_os_error();
+            // Splitting the mapping in two fails with ENOMEM at the map-count limit.
+            let hint = if err.raw_os_error() == Some(libc::ENOMEM) {
+                "; raise `vm.max_map_count` (sysctl -w vm.max_map_count=262144) or let some \
+                 green threads finish"
+            } else {
+                ""
+            };
             return Err(io::Error::new(
                 err.kind(),
-                format!("greenrt could not set up a green thread stack's guard page: {err}"),
+                format!("greenrt could not set up a green thread stack's guard page: {err}{hint}"),
             ));
         }
         Ok(stack)
@@ -179,7 +195,26 @@ impl Stack {
     pub(crate) fn guard(&self) -> std::ops::Range<usize> {
         self.base as usize..self.base as usize + page_size()
     }
+
+    /// Gives the pages of a pooled stack back to the system, all but the top
+    /// [`KEEP_RESIDENT`] bytes (where a shallow green thread runs): a stack that a deep
+    /// green thread used keeps every page it touched until then. The range reads as
+    /// zeros when next touched. Only for stacks nobody runs on.
+    fn release_pages(&self) {
+        let usable = self.usable();
+        if usable <= KEEP_RESIDENT {
+            return;
+        }
+        let start = self.guard().end as *mut libc::c_void;
+        // SAFETY: [start, start + usable - KEEP_RESIDENT) lies inside the usable range of
+        // our own private anonymous mapping, and the pool holds this stack, so no green
+        // thread runs on it: discarding its contents loses nothing anyone will read.
+        unsafe { libc::madvise(start, usable - KEEP_RESIDENT, libc::MADV_DONTNEED) };
+    }
 }
+
+/// What [`Stack::release_pages`] leaves resident at the top of a pooled stack.
+const KEEP_RESIDENT: usize = 16 * 1024;
 
 impl Drop for Stack {
     fn drop(&mut self) {
@@ -214,8 +249,14 @@ pub(crate) struct StackPool {
     /// bottom `low_water` stacks sat unused for all of it.
     low_water: usize,
     /// When the current decay period ends; `None` while there is nothing to trim (the
-    /// pool at or below its floor), so an idle worker need not wake up for it.
+    /// pool at or below its floor, and every stack in it already released), so an idle
+    /// worker need not wake up for it.
     period_end: Option<Instant>,
+    /// The bottom `released` stacks sat unused for a whole period and had their pages
+    /// given back ([`Stack::release_pages`]); they stay so until taken. This is how the
+    /// floor's stacks, which are never unmapped, give back what a deep green thread
+    /// touched.
+    released: usize,
 }
 
 impl StackPool {
@@ -226,6 +267,7 @@ impl StackPool {
             spare: 0,
             low_water: 0,
             period_end: None,
+            released: 0,
         }
     }
 
@@ -234,6 +276,7 @@ impl StackPool {
         if usable == self.size {
             if let Some(stack) = self.stacks.pop() {
                 self.low_water = self.low_water.min(self.stacks.len());
+                self.released = self.released.min(self.stacks.len());
                 self.spare += 1;
                 self.give_back_spare_places();
                 return Ok(stack);
@@ -257,18 +300,18 @@ impl StackPool {
     /// its floor within some 36 periods of the load going away (30 capped trims, then
     /// six halvings).
     ///
-    /// Cheap when nothing is due (no clock read when the pool is at its floor). Returns
+    /// Cheap when nothing is due (no clock read when the pool is at its floor with every stack released). Returns
     /// when the caller should call again, `None` while there is nothing to trim: a
     /// worker about to park sleeps no later than that.
     pub(crate) fn trim_if_due(&mut self, now: impl FnOnce() -> Instant) -> Option<Instant> {
-        if self.stacks.len() > POOL_FLOOR {
+        if self.has_trim_work() {
             let now = now();
             match self.period_end {
                 Some(end) if now < end => return Some(end),
-                Some(_) => self.unmap_unused(),
+                Some(_) => self.trim_unused(),
                 None => {}
             }
-            if self.stacks.len() > POOL_FLOOR {
+            if self.has_trim_work() {
                 return Some(self.start_period(now));
             }
         }
@@ -276,17 +319,36 @@ impl StackPool {
         None
     }
 
-    /// The trim itself: half of the stacks above the floor that sat unused all period.
-    fn unmap_unused(&mut self) {
+    /// Whether a trim may still have something to do: stacks above the floor to unmap,
+    /// or stacks whose pages were not released yet.
+    fn has_trim_work(&self) -> bool {
+        self.stacks.len() > POOL_FLOOR || self.released < self.stacks.len()
+    }
+
+    /// The trim itself, of the stacks that sat unused all period (the bottom
+    /// `low_water`): unmaps half of those above the floor, and releases the pages of
+    /// those that stay and were not released yet.
+    fn trim_unused(&mut self) {
         let unused = self.low_water.min(self.stacks.len());
         let unmap = unused
             .saturating_sub(POOL_FLOOR)
             .div_ceil(2)
             .min(TRIM_BATCH);
-        // The bottom entries: below `low_water`, so untouched all period.
         drop(self.stacks.drain(..unmap));
         self.spare += unmap;
         self.give_back_spare_places();
+        self.released = self.released.saturating_sub(unmap);
+        let still_unused = unused - unmap;
+        // At most a batch per trim, as for unmapping (each is a system call).
+        let release_end = still_unused.min(self.released + TRIM_BATCH);
+        for stack in self
+            .stacks
+            .get(self.released..release_end)
+            .unwrap_or_default()
+        {
+            stack.release_pages();
+        }
+        self.released = self.released.max(release_end);
     }
 
     fn start_period(&mut self, now: Instant) -> Instant {
@@ -596,12 +658,54 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("stack_size"), "{err}");
         assert_eq!(
-            validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap() % page_size(),
-            0
+            validate_stack_size(MIN_MAPPED_STACK_SIZE + 1, "s").unwrap(),
+            MIN_MAPPED_STACK_SIZE + page_size(),
+            "rounded up to whole pages"
         );
         assert_eq!(
-            validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap(),
-            MIN_STACK_SIZE + page_size()
+            validate_stack_size(MIN_STACK_SIZE, "s").unwrap(),
+            MIN_MAPPED_STACK_SIZE,
+            "accepted, and given the smallest size that can print a panic's backtrace"
+        );
+    }
+
+    /// The resident size, KiB, of the mapping holding `addr`.
+    fn rss_kib_at(addr: usize) -> u64 {
+        smaps_entry_for(addr)
+            .lines()
+            .find_map(|line| line.strip_prefix("Rss:"))
+            .and_then(|rss| rss.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("an Rss line")
+    }
+
+    #[test]
+    fn stacks_kept_at_the_floor_give_back_their_pages_after_a_period_unused() {
+        let size = 512 * 1024;
+        let mut pool = StackPool::new(size);
+        let stack = Stack::new(size).unwrap();
+        // Every page touched, as by a green thread that recursed deep.
+        // SAFETY: the whole usable range of a stack nobody runs on.
+        unsafe { std::ptr::write_bytes(stack.guard().end as *mut u8, 1, size) };
+        let inside = stack.top() as usize - 1;
+        pool.put(stack);
+        assert!(rss_kib_at(inside) >= 512, "{}", smaps_entry_for(inside));
+
+        let mut now = Instant::now();
+        let mut trims = 0;
+        while let Some(next) = pool.trim_if_due(|| now) {
+            now = next;
+            trims += 1;
+            assert!(trims < 10, "the pool kept asking for trims");
+        }
+        assert_eq!(pool.len(), 1, "at the floor: kept, not unmapped");
+        assert!(
+            rss_kib_at(inside) <= (KEEP_RESIDENT / 1024) as u64,
+            "only the top stays resident: {}",
+            smaps_entry_for(inside)
+        );
+        assert_eq!(
+            pool.trim_if_due(|| unreachable!("clock read with nothing left to trim")),
+            None
         );
     }
 

@@ -216,7 +216,7 @@ impl FutureTask {
                 unsafe { body.finish() };
             }
         };
-        if catch_unwind(AssertUnwindSafe(drop_body)).is_err() {
+        if crate::green::panics(drop_body) {
             crate::green::abort_with(
                 "a future task's future or output panicked while being dropped",
             );

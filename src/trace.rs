@@ -322,6 +322,38 @@ pub(crate) struct Slice {
 /// (so no other thread resumes it meanwhile) and is about to switch into it.
 #[inline(never)]
 pub(crate) unsafe fn enter_slice(trace: &GreenTrace, identity: &Green) -> Option<Slice> {
+    let guard = AbortOnSubscriberPanic;
+    // SAFETY: forwarded from the caller.
+    let slice = unsafe { enter_slice_unguarded(trace, identity) };
+    std::mem::forget(guard);
+    slice
+}
+
+/// Aborts if dropped, i.e. if a subscriber's callback panics during a switch.
+///
+/// The resumer runs the slice's halves around the switch, with the green thread held
+/// RUNNING and marked current on this thread. A panic unwinding from there would leave
+/// it held forever (a started green thread never moves to another thread, and nothing
+/// would resume it again) and unwind the worker's scheduler loop. The panic's own
+/// message is printed by the panic hook before this runs.
+struct AbortOnSubscriberPanic;
+
+impl Drop for AbortOnSubscriberPanic {
+    fn drop(&mut self) {
+        crate::green::abort_with(
+            "a tracing subscriber panicked while greenrt switched a green thread in or out \
+             (entering or exiting its spans; see the panic message above): unwinding from \
+             there would strand that green thread and its worker",
+        );
+    }
+}
+
+/// [`enter_slice`]'s work, which it runs under [`AbortOnSubscriberPanic`].
+///
+/// # Safety
+/// As for [`enter_slice`].
+#[inline(always)]
+unsafe fn enter_slice_unguarded(trace: &GreenTrace, identity: &Green) -> Option<Slice> {
     // SAFETY: the caller is the resumer (the contract), the only thread that touches
     // `traced` (see the Sync impl), and holds no other reference to it.
     let slot = unsafe { &mut *trace.traced.get() };
@@ -381,6 +413,18 @@ pub(crate) unsafe fn enter_slice(trace: &GreenTrace, identity: &Green) -> Option
 /// back to by the green thread.
 #[inline(never)]
 pub(crate) unsafe fn exit_slice(trace: &GreenTrace, slice: Slice) {
+    let guard = AbortOnSubscriberPanic;
+    // SAFETY: forwarded from the caller.
+    unsafe { exit_slice_unguarded(trace, slice) };
+    std::mem::forget(guard);
+}
+
+/// [`exit_slice`]'s work, which it runs under [`AbortOnSubscriberPanic`].
+///
+/// # Safety
+/// As for [`exit_slice`].
+#[inline(always)]
+unsafe fn exit_slice_unguarded(trace: &GreenTrace, slice: Slice) {
     // SAFETY: the caller is the resumer (the contract), the only thread that touches
     // `traced` (see the Sync impl); the green thread itself never touches its tracing
     // state, so nothing changed it while it ran.

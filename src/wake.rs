@@ -18,7 +18,8 @@ pub(crate) fn wake_catching_panics(waker: Waker) {
     // after a panic nothing of it is used again.
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
         // Dropping the payload runs user code too (a panic payload with a Drop impl).
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+        // A panic from that is contained too, and its own payload forgotten.
+        crate::green::panics(move || drop(payload));
     }
 }
 

@@ -3,38 +3,9 @@
 //! own worker. Cases that change process-wide limits or abort run in a child process
 //! (this test binary re-run with the case in an environment variable).
 
-use std::process::{Command, Output};
+mod common;
+use common::{child_finished, child_signalled, describe_child, in_child};
 use std::time::Duration;
-
-const CASE_ENV: &str = "GREENRT_FAULT_CASE";
-
-/// In the parent: re-runs only `test` in a child with `case` set, returns its output.
-/// In the child: runs `child` and exits.
-fn in_child(test: &str, case: &str, child: impl FnOnce()) -> Output {
-    if std::env::var_os(CASE_ENV).is_some() {
-        child();
-        println!("CHILD-FINISHED");
-        std::process::exit(0);
-    }
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CASE_ENV, case)
-        .output()
-        .unwrap()
-}
-
-/// Asserts that the child aborted (SIGABRT); returns what it wrote to stderr.
-fn aborted_stderr(output: &Output) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGABRT),
-        "{:?}\n{stderr}",
-        output.status
-    );
-    stderr
-}
 
 fn vm_size_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -138,7 +109,7 @@ fn destructor_panicking_during_a_cancel_unwind_aborts_saying_why() {
             });
         },
     );
-    let stderr = aborted_stderr(&output);
+    let stderr = child_signalled(&output, libc::SIGABRT);
     assert!(
         stderr.contains("destructor panicked while the green thread was being cancelled"),
         "{stderr}"
@@ -230,9 +201,109 @@ fn waiting_in_a_destructor_the_worker_runs_aborts_naming_the_fix() {
             let _ = task.join();
         },
     );
-    let stderr = aborted_stderr(&output);
+    let stderr = child_signalled(&output, libc::SIGABRT);
     assert!(
         stderr.contains("outside any green thread or task") && stderr.contains("greenrt::spawn"),
         "the message says what went wrong and what to do: {stderr}"
     );
+}
+
+/// A value whose destructor panics with a payload that is itself a `Bomb` one level
+/// lower: dropping `Bomb(n)` starts a chain of `n` panics, each from dropping the
+/// payload of the one before. Only safe code.
+struct Bomb(u32);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            std::panic::panic_any(Bomb(self.0 - 1));
+        }
+    }
+}
+
+/// Keeps the expected bomb panics out of the child's stderr.
+fn quiet_bomb_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.payload().is::<Bomb>() {
+            default(info)
+        }
+    }));
+}
+
+#[test]
+fn a_detached_result_whose_payload_panics_when_dropped_aborts_naming_it() {
+    let output = in_child(
+        "a_detached_result_whose_payload_panics_when_dropped_aborts_naming_it",
+        "cancel-bomb",
+        || {
+            quiet_bomb_hook();
+            let rt = greenrt::runtime::Builder::new()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            rt.run(|| {
+                greenrt::spawn(|| {
+                    let bomb = Bomb(3);
+                    // Queued on this worker; cancelled and detached before it starts:
+                    // dropping the closure panics, and so does dropping that panic's
+                    // payload, which is the detached green thread's result. Nobody can
+                    // be told: like any detached result that panics when dropped, it
+                    // aborts, saying so (it used to kill the worker and hang).
+                    let child = greenrt::spawn(move || drop(bomb));
+                    child.abort();
+                    drop(child);
+                })
+                .join()
+                .unwrap();
+            });
+        },
+    );
+    let stderr = child_signalled(&output, libc::SIGABRT);
+    assert!(
+        stderr.contains(
+            "greenrt: fatal: a green thread's or task's result panicked while being dropped"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_join_waker_whose_panic_payload_panics_does_not_kill_the_worker() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    struct PanickingWaker;
+    impl Wake for PanickingWaker {
+        fn wake(self: Arc<Self>) {
+            std::panic::panic_any(Bomb(2));
+        }
+    }
+    let output = in_child(
+        "a_join_waker_whose_panic_payload_panics_does_not_kill_the_worker",
+        "waker-bomb",
+        || {
+            quiet_bomb_hook();
+            let rt = greenrt::runtime::Builder::new()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let mut handle = rt.spawn(move || {
+                // Blocks the worker thread briefly: fine for a test.
+                rx.recv().unwrap();
+            });
+            let waker = Waker::from(Arc::new(PanickingWaker));
+            let mut cx = Context::from_waker(&waker);
+            assert!(std::pin::Pin::new(&mut handle).poll(&mut cx).is_pending());
+            tx.send(()).unwrap();
+            while !handle.is_finished() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(handle);
+            assert_eq!(rt.spawn(|| 7).join().unwrap(), 7, "the worker runs on");
+        },
+    );
+    assert!(child_finished(&output), "{}", describe_child(&output));
 }

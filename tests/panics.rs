@@ -381,3 +381,48 @@ fn a_panicking_waker_fired_by_a_worker_does_not_kill_it() {
         },
     );
 }
+
+/// The smallest stack the builders accept still reports a panic through `join()`,
+/// with and without a backtrace (std's panic hook runs on the green stack).
+fn smallest_stack_panics(test: &str, backtrace: &str) {
+    let output = common::in_child_with(
+        test,
+        backtrace,
+        |command| {
+            command.env("RUST_BACKTRACE", backtrace);
+        },
+        || {
+            let rt = runtime(1);
+            rt.run(|| {
+                let payload = greenrt::Builder::new()
+                    .stack_size(16 * 1024)
+                    .spawn(|| panic!("boom on the smallest stack"))
+                    .unwrap()
+                    .join()
+                    .unwrap_err();
+                assert_eq!(message(&*payload), "boom on the smallest stack");
+            });
+        },
+    );
+    assert!(
+        common::child_finished(&output),
+        "{}",
+        common::describe_child(&output)
+    );
+}
+
+#[test]
+fn the_smallest_stack_survives_a_panic_without_a_backtrace() {
+    smallest_stack_panics(
+        "the_smallest_stack_survives_a_panic_without_a_backtrace",
+        "0",
+    );
+}
+
+#[test]
+fn the_smallest_stack_survives_a_panic_with_a_full_backtrace() {
+    smallest_stack_panics(
+        "the_smallest_stack_survives_a_panic_with_a_full_backtrace",
+        "full",
+    );
+}

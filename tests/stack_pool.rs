@@ -102,3 +102,41 @@ fn a_busy_worker_trims_its_pool_too() {
         busy.join().unwrap();
     });
 }
+
+/// Touches about `kib` KiB of stack below the caller, a KiB per frame.
+#[inline(never)]
+fn touch_stack(kib: usize) -> u64 {
+    let frame = [kib as u64; 128];
+    std::hint::black_box(&frame);
+    if kib == 0 {
+        return 0;
+    }
+    touch_stack(kib - 1) + std::hint::black_box(frame[1])
+}
+
+#[test]
+fn the_pages_a_deep_green_thread_touched_go_back_though_its_stack_stays_pooled() {
+    // 9 MiB and 12 KiB: a size nothing else maps.
+    const STACK_KIB: u64 = 9 * 1024 + 12;
+    let rt = runtime(STACK_KIB);
+    rt.spawn(|| touch_stack(8 * 1024)).join().unwrap();
+    let after_run = stack_mappings(STACK_KIB);
+    assert_eq!(after_run.count, 1, "the stack is pooled, not unmapped");
+    assert!(after_run.rss_kib >= 8 * 1024, "{after_run:?}");
+    // A pool keeps its last few stacks however long they sit unused; those must still
+    // give their pages back. The worker is idle, so it wakes up to do it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = stack_mappings(STACK_KIB);
+        assert_eq!(now.count, 1, "the stack stays pooled");
+        if now.rss_kib <= 64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "8 MiB of a finished green thread's stack is still resident a minute later: \
+             {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

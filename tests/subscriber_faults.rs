@@ -2,49 +2,16 @@
 //! strand a green thread silently. A panic in a callback the scheduler makes on a worker
 //! (at a switch) aborts the process, saying why; a panic in a wake's scheduler event
 //! reaches the waking code only after the green thread was queued, so it still runs.
-//! Each case runs in a child process (this test binary, re-run with the case in an
-//! environment variable) with a watchdog, since the failures being tested are an abort
-//! or a hang.
+//! Each case runs in a child process (`common::in_child`), since the failures being
+//! tested are an abort or a hang.
 #![cfg(feature = "tracing")]
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+use common::{child_finished, child_signalled, describe_child, in_child};
+use std::time::Duration;
 use tracing::span::Id;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-
-const CASE_ENV: &str = "GREENRT_SUBSCRIBER_CASE";
-const WATCHDOG: Duration = Duration::from_secs(60);
-
-/// In the parent: re-runs only `test` in a child with `case` set; returns its output, or
-/// panics if it has not exited after [`WATCHDOG`]. In the child: runs `child`, exits.
-fn in_child(test: &str, case: &str, child: impl FnOnce()) -> Output {
-    if std::env::var_os(CASE_ENV).is_some() {
-        child();
-        println!("CHILD-FINISHED");
-        std::process::exit(0);
-    }
-    let mut process = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CASE_ENV, case)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while process.try_wait().unwrap().is_none() {
-        if started.elapsed() > WATCHDOG {
-            process.kill().unwrap();
-            let output = process.wait_with_output().unwrap();
-            panic!(
-                "the child hung (killed after {WATCHDOG:?}); its stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    process.wait_with_output().unwrap()
-}
 
 /// A layer that panics in one callback: entering a `green` span, or a `wake` scheduler
 /// event recorded on the thread named `waker`.
@@ -87,18 +54,10 @@ fn a_subscriber_panicking_at_a_switch_on_a_worker_aborts_naming_the_cause() {
             let _ = rt.spawn(|| 5).join();
         },
     );
-    use std::os::unix::process::ExitStatusExt;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGABRT),
-        "{:?}\n{stderr}",
-        output.status
-    );
+    let stderr = child_signalled(&output, libc::SIGABRT);
     assert!(
         stderr.contains("this subscriber panics when a green span is entered")
-            && stderr.contains("scheduler loop")
-            && stderr.contains("tracing subscriber"),
+            && stderr.contains("a tracing subscriber panicked while greenrt switched"),
         "the abort must say where the panic came from: {stderr}"
     );
 }
@@ -142,11 +101,5 @@ fn a_subscriber_panicking_on_a_wake_event_still_leaves_the_green_thread_queued()
             assert!(panicked_wakes > 0, "no wake found the green thread parked");
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success()
-            && String::from_utf8_lossy(&output.stdout).contains("CHILD-FINISHED"),
-        "{:?}\n{stderr}",
-        output.status
-    );
+    assert!(child_finished(&output), "{}", describe_child(&output));
 }

@@ -160,7 +160,7 @@ where
                     // destructor may wait (join a child, flush a socket) as green code
                     // does, rather than on the worker at publish, where it may not.
                     // Panicking there aborts, as it would at publish.
-                    if catch_unwind(AssertUnwindSafe(move || drop(result))).is_err() {
+                    if crate::green::panics(move || drop(result)) {
                         crate::green::abort_with(
                             "a green thread's or task's result panicked while being dropped",
                         );

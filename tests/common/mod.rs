@@ -87,3 +87,82 @@ pub fn stack_mappings(usable_kib: u64) -> StackMappings {
     }
     found
 }
+
+/// The environment variable that tells a test binary it runs as [`in_child`]'s child.
+const CHILD_CASE_ENV: &str = "GREENRT_TEST_CHILD_CASE";
+
+/// How long a child of [`in_child`] may run before it counts as hung.
+pub const CHILD_WATCHDOG: Duration = Duration::from_secs(60);
+
+/// For cases that abort, crash, hang or change process-wide state: in the parent,
+/// re-runs this test binary with only `test` selected and `case` in the environment,
+/// lets `setup` adjust the command (environment, signal dispositions), and returns the
+/// child's output; a child still running after [`CHILD_WATCHDOG`] is killed and the
+/// test fails, printing its stderr. In the child, runs `child`, prints `CHILD-FINISHED`
+/// and exits 0 (see [`child_finished`]).
+pub fn in_child_with(
+    test: &str,
+    case: &str,
+    setup: impl FnOnce(&mut std::process::Command),
+    child: impl FnOnce(),
+) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    if std::env::var_os(CHILD_CASE_ENV).is_some() {
+        child();
+        println!("CHILD-FINISHED");
+        std::process::exit(0);
+    }
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_CASE_ENV, case)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    setup(&mut command);
+    let mut process = command.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while process.try_wait().unwrap().is_none() {
+        if started.elapsed() > CHILD_WATCHDOG {
+            process.kill().unwrap();
+            let output = process.wait_with_output().unwrap();
+            panic!(
+                "the child hung (killed after {CHILD_WATCHDOG:?}); its stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process.wait_with_output().unwrap()
+}
+
+/// [`in_child_with`] with the command as it is.
+pub fn in_child(test: &str, case: &str, child: impl FnOnce()) -> std::process::Output {
+    in_child_with(test, case, |_| {}, child)
+}
+
+/// Whether the child ran its case to the end and exited 0.
+pub fn child_finished(output: &std::process::Output) -> bool {
+    output.status.success() && String::from_utf8_lossy(&output.stdout).contains("CHILD-FINISHED")
+}
+
+/// The child's status and both its outputs, for assertion messages.
+pub fn describe_child(output: &std::process::Output) -> String {
+    format!(
+        "{:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Asserts that the child was killed by `signal`; returns what it wrote to stderr.
+pub fn child_signalled(output: &std::process::Output, signal: i32) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        output.status.signal(),
+        Some(signal),
+        "{}",
+        describe_child(output)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
