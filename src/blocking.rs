@@ -17,11 +17,13 @@
 //! ```
 
 use crate::bridge::{self, Caller};
+use crate::runtime::context::Local;
 use crate::JoinHandle;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an idle pool thread waits for a job before it exits.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -34,16 +36,24 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 struct State {
     queue: VecDeque<Job>,
     threads: usize,
-    /// Threads waiting on the condvar. Only a thread itself changes its count (up
-    /// before it waits, down when it wakes for whatever reason), so a thread that
-    /// exits is never left counted.
-    idle: usize,
+    /// Idle threads, the most recently idle last. A new job wakes the last one (LIFO):
+    /// under a light load the same few threads take every job and the others stay idle
+    /// long enough to exit. (Waking any one, as a shared condvar does, let every idle
+    /// thread restart its keep-alive in turn, so none ever exited.) A thread is removed
+    /// by whoever wakes it, or by itself when it stops waiting.
+    sleepers: Vec<Arc<Sleeper>>,
     shutdown: bool,
+}
+
+/// One idle pool thread's wake-up.
+struct Sleeper {
+    /// Set (under the state lock) by whoever took it out of `sleepers` to wake it.
+    woken: std::sync::atomic::AtomicBool,
+    condvar: Condvar,
 }
 
 struct Inner {
     state: Mutex<State>,
-    condvar: Condvar,
     max_threads: usize,
     thread_name: String,
 }
@@ -66,10 +76,9 @@ impl Pool {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     threads: 0,
-                    idle: 0,
+                    sleepers: Vec::new(),
                     shutdown: false,
                 }),
-                condvar: Condvar::new(),
                 max_threads,
                 thread_name,
             }),
@@ -81,18 +90,16 @@ impl Pool {
     pub(crate) fn execute(&self, job: Job) {
         let mut state = self.inner.lock();
         state.queue.push_back(job);
-        // Every idle thread is blocked in the condvar (it counted itself under this
-        // lock, which `wait` releases atomically), so each notify wakes a distinct one,
-        // and each woken one takes a job: jobs up to `idle` need no new thread.
-        if state.queue.len() <= state.idle {
+        // Each idle thread is woken for one job, so a job needs a new thread only when
+        // none is idle.
+        if let Some(sleeper) = state.sleepers.pop() {
+            sleeper.woken.store(true, Ordering::Relaxed);
             drop(state);
-            self.inner.condvar.notify_one();
+            sleeper.condvar.notify_one();
             return;
         }
         if state.threads >= self.inner.max_threads {
-            // A busy thread takes it when done (or an idle one we miscounted).
-            drop(state);
-            self.inner.condvar.notify_one();
+            // A busy thread (or one woken for an earlier job) takes it when done.
             return;
         }
         state.threads += 1;
@@ -118,12 +125,24 @@ impl Pool {
 
     /// Lets idle threads exit now; queued jobs still run.
     pub(crate) fn shutdown(&self) {
-        self.inner.lock().shutdown = true;
-        self.inner.condvar.notify_all();
+        let mut state = self.inner.lock();
+        state.shutdown = true;
+        let sleepers = std::mem::take(&mut state.sleepers);
+        for sleeper in &sleepers {
+            sleeper.woken.store(true, Ordering::Relaxed);
+        }
+        drop(state);
+        for sleeper in sleepers {
+            sleeper.condvar.notify_one();
+        }
     }
 }
 
 fn run(inner: Arc<Inner>) {
+    let me = Arc::new(Sleeper {
+        woken: std::sync::atomic::AtomicBool::new(false),
+        condvar: Condvar::new(),
+    });
     let mut state = inner.lock();
     loop {
         if let Some(job) = state.queue.pop_front() {
@@ -137,17 +156,28 @@ fn run(inner: Arc<Inner>) {
         if state.shutdown {
             break;
         }
-        state.idle += 1;
-        let (next, timeout) = inner
-            .condvar
-            .wait_timeout(state, KEEP_ALIVE)
-            .unwrap_or_else(|e| e.into_inner());
-        state = next;
-        // Whatever woke us (a job, shutdown, the keep-alive, nothing), we are no longer
-        // waiting. (A thread that exited on shutdown while still counted made a later
-        // `execute` notify nobody: its job never ran.)
-        state.idle -= 1;
-        if timeout.timed_out() && state.queue.is_empty() {
+        me.woken.store(false, Ordering::Relaxed);
+        state.sleepers.push(me.clone());
+        let deadline = Instant::now() + KEEP_ALIVE;
+        let mut expired = false;
+        while !me.woken.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= deadline {
+                expired = true;
+                break;
+            }
+            state = me
+                .condvar
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if !me.woken.load(Ordering::Relaxed) {
+            // Nobody took us out: we leave the idle list ourselves, so no job is ever
+            // handed to a thread that is gone.
+            state.sleepers.retain(|s| !Arc::ptr_eq(s, &me));
+        }
+        if expired && state.queue.is_empty() {
             break;
         }
     }
@@ -162,8 +192,16 @@ where
 {
     let handle = crate::runtime::current_or_panic("greenrt::unblock/spawn_blocking");
     let (tx, rx) = futures::channel::oneshot::channel();
-    handle.shared.blocking.execute(Box::new(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    let shared = handle.shared.clone();
+    shared.blocking.execute(Box::new(move || {
+        // The job sees its runtime, as tokio's blocking tasks do: it can spawn, use
+        // timers and `Handle::current()`. Its own timer heap goes with the job.
+        let local = Local::blocking_pool(handle);
+        let entered = crate::runtime::context::enter(&local);
+        let outcome = catch_unwind(AssertUnwindSafe(f));
+        drop(entered);
+        drop(local);
+        let _ = tx.send(outcome);
     }));
     rx
 }
@@ -172,7 +210,8 @@ where
 /// thread of the runtime's blocking pool while only the calling green thread waits (its
 /// worker keeps running other green threads). On a plain thread (or a `Runtime::run`
 /// host thread's own code outside green threads) `f` simply runs inline. A panic in `f`
-/// resumes in the caller.
+/// resumes in the caller. On the pool, `f` sees its runtime, as tokio's blocking tasks
+/// do: it may spawn, use `greenrt::time` and `Handle::current()`.
 ///
 /// # Panics
 /// Inside a future task (it would block the worker): use [`spawn_blocking`] and
@@ -189,7 +228,10 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    match bridge::caller("greenrt::unblock") {
+    // The name goes into the panic message of a call in a future task: say what to use.
+    match bridge::caller(
+        "greenrt::unblock (in async code use `greenrt::spawn_blocking(f).await` instead)",
+    ) {
         Caller::Green(_) if !std::thread::panicking() => {
             let rx = submit(f);
             match bridge::block_on_named(rx, "greenrt::unblock") {
@@ -267,7 +309,7 @@ mod tests {
         let pool = Pool::new(4, "test".into());
         pool.execute(Box::new(|| {}));
         wait_until(&pool, "one idle thread", |s| {
-            s.idle == 1 && s.queue.is_empty()
+            s.sleepers.len() == 1 && s.queue.is_empty()
         });
         pool.shutdown();
         wait_until(&pool, "no thread", |s| s.threads == 0);

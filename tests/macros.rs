@@ -59,3 +59,69 @@ fn entry_with_settings() -> usize {
 fn main_attribute_works_on_a_helper_fn() {
     assert_eq!(entry_with_settings(), 5);
 }
+
+// What a plain `fn`/`async fn` allows must still compile and behave the same after the
+// macros: tails coerced to the declared type, `impl Trait` returns, and parameters that
+// belong to the future (dropped inside the runtime, even when the body never uses them).
+
+#[greenrt::main(worker_threads = 1)]
+async fn boxed_closure() -> Box<dyn Fn() -> u32 + Send> {
+    Box::new(|| 1)
+}
+
+#[greenrt::main(worker_threads = 1)]
+async fn dyn_ref() -> &'static dyn std::fmt::Debug {
+    &5u8
+}
+
+#[greenrt::test(worker_threads = 1)]
+async fn async_body_tail_is_coerced_to_the_declared_type() -> Result<(), Box<dyn std::error::Error>>
+{
+    greenrt::time::sleep(Duration::from_millis(1)).await;
+    Ok(())
+}
+
+#[test]
+fn async_fns_whose_tails_need_coercing_work() {
+    assert_eq!(boxed_closure()(), 1);
+    assert_eq!(format!("{:?}", dyn_ref()), "5");
+}
+
+#[greenrt::main(worker_threads = 1)]
+fn numbers() -> impl Iterator<Item = u32> {
+    vec![1, 2, 3].into_iter()
+}
+
+#[test]
+fn a_sync_fn_returning_impl_trait_works() {
+    assert_eq!(numbers().sum::<u32>(), 6);
+}
+
+static IN_RUNTIME_AT_DROP: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Records whether it was dropped inside a runtime.
+struct DropProbe;
+
+impl Drop for DropProbe {
+    fn drop(&mut self) {
+        IN_RUNTIME_AT_DROP.store(
+            greenrt::runtime::Handle::try_current().is_some(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+}
+
+#[greenrt::main(worker_threads = 1)]
+async fn holds_an_unused_parameter(_probe: DropProbe) {
+    greenrt::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[test]
+fn unused_async_parameters_are_dropped_inside_the_runtime() {
+    holds_an_unused_parameter(DropProbe);
+    assert!(
+        IN_RUNTIME_AT_DROP.load(std::sync::atomic::Ordering::SeqCst),
+        "the parameter was dropped outside the runtime (after it shut down)"
+    );
+}

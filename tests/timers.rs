@@ -4,8 +4,13 @@
 
 mod common;
 use common::{runtime, with_watchdog};
+use greenrt::runtime::Builder;
 use std::future::Future;
 use std::panic::catch_unwind;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -200,5 +205,126 @@ fn timers_fire_on_the_calling_thread_while_wakes_keep_coming() {
     with_watchdog("Runtime::block_on", Duration::from_secs(30), || {
         let rt = runtime(1);
         rt.block_on(sleep_beside_a_self_waking_future());
+    });
+}
+
+/// A timer never completes before its deadline, in a task, in block_on and in green code.
+#[test]
+fn timers_never_fire_early() {
+    with_watchdog("never early", Duration::from_secs(60), || {
+        let rt = Builder::new().worker_threads(2).build().unwrap();
+        let hs: Vec<_> = (0..200u64)
+            .map(|i| {
+                rt.spawn_async(async move {
+                    let d = Duration::from_micros(i * 97 % 3000);
+                    let s = greenrt::time::sleep(d);
+                    let deadline = s.deadline();
+                    s.await;
+                    Instant::now() >= deadline
+                })
+            })
+            .collect();
+        for h in hs {
+            assert!(rt.block_on(h).unwrap());
+        }
+        let ok = rt.run(|| {
+            (0..100u64).all(|i| {
+                let d = Duration::from_micros(i * 131 % 2000);
+                let start = Instant::now();
+                greenrt::sleep(d);
+                start.elapsed() >= d
+            })
+        });
+        assert!(ok);
+    });
+}
+
+/// tokio's Burst: after missing ticks, each tick returns its scheduled instant,
+/// `first + k * period`, with no skipping and no drift.
+#[test]
+fn interval_bursts_with_scheduled_instants() {
+    with_watchdog("interval burst", Duration::from_secs(30), || {
+        let rt = Builder::new().worker_threads(1).build().unwrap();
+        rt.block_on(async {
+            let p = Duration::from_millis(20);
+            let mut iv = greenrt::time::interval(p);
+            let first = iv.tick().await;
+            std::thread::sleep(p * 7 / 2);
+            for k in 1..=6u32 {
+                let t = iv.tick().await;
+                assert_eq!(t, first + p * k);
+                assert!(Instant::now() >= t);
+            }
+        });
+    });
+}
+
+/// A future woken from a plain std thread inside `timeout`: completes with Ok.
+struct Flag {
+    done: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+struct WaitFlag(Arc<Flag>);
+impl Future for WaitFlag {
+    type Output = u8;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u8> {
+        *self.0.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.0.done.load(Ordering::SeqCst) {
+            Poll::Ready(7)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn timeout_around_future_woken_from_plain_thread() {
+    with_watchdog("timeout cross-thread", Duration::from_secs(30), || {
+        let rt = Builder::new().worker_threads(2).build().unwrap();
+        for mode in 0..3 {
+            let flag = Arc::new(Flag {
+                done: AtomicBool::new(false),
+                waker: Mutex::new(None),
+            });
+            let f2 = flag.clone();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                f2.done.store(true, Ordering::SeqCst);
+                if let Some(w) = f2.waker.lock().unwrap().take() {
+                    w.wake();
+                }
+            });
+            let fut = greenrt::time::timeout(Duration::from_secs(20), WaitFlag(flag));
+            let r = match mode {
+                0 => rt.block_on(fut),
+                1 => rt.block_on(rt.spawn_async(fut)).unwrap(),
+                _ => rt.spawn(move || greenrt::block_on(fut)).join().unwrap(),
+            };
+            assert_eq!(r, Ok(7), "mode {mode}");
+            t.join().unwrap();
+        }
+    });
+}
+
+/// Dropping the runtime while green threads, tasks and the host sleep far out returns.
+#[test]
+fn shutdown_with_long_sleepers_returns() {
+    with_watchdog("shutdown with sleepers", Duration::from_secs(30), || {
+        let rt = Builder::new().worker_threads(2).build().unwrap();
+        let mut hs = Vec::new();
+        for _ in 0..50 {
+            hs.push(rt.spawn(|| greenrt::sleep(Duration::from_secs(3600))));
+            hs.push(rt.spawn_async(greenrt::time::sleep(Duration::MAX)));
+            hs.push(rt.spawn(|| {
+                let mut iv = greenrt::time::interval(Duration::from_secs(3600));
+                greenrt::block_on(iv.tick());
+                greenrt::block_on(iv.tick());
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        drop(rt);
+        for h in hs {
+            let _ = h.join();
+        }
     });
 }

@@ -165,6 +165,16 @@ impl Setting {
         }
     }
 
+    /// The largest value an integer setting accepts at expansion time: the worker count
+    /// is bounded by greenrt's `MAX_WORKER_THREADS` (1024; this crate cannot name it).
+    /// The stack size range is left to the runtime, as its page rounding is.
+    fn maximum(self) -> usize {
+        match self {
+            Setting::WorkerThreads => 1024,
+            Setting::StackSize | Setting::Crate => usize::MAX,
+        }
+    }
+
     fn from_path(path: &Path) -> Option<Setting> {
         let ident = path.get_ident()?;
         Setting::ALL
@@ -280,7 +290,15 @@ fn integer_value(setting: Setting, value: &Expr, errors: &mut Errors) -> Option<
     // rejects with an unhelpful "invalid digit"; it is really a value below the minimum.
     let negative = literal.base10_digits().starts_with('-');
     let minimum = setting.minimum();
+    let maximum = setting.maximum();
     match literal.base10_parse::<usize>() {
+        Ok(number) if number > maximum => {
+            errors.push(
+                literal,
+                format_args!("`{}` must be at most {maximum}", setting.name()),
+            );
+            None
+        }
         Ok(number) if number >= minimum => {
             let mut emitted = Literal::usize_unsuffixed(number);
             emitted.set_span(literal.span());
@@ -403,6 +421,39 @@ fn rewrite(attr: Attr, function: ItemFn, settings: Settings) -> TokenStream {
         .into_iter()
         .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
     let asyncness = sig.asyncness.take();
+    // An `async fn` owns its parameters: they live in its future and are dropped when the
+    // body ends, even those the body never mentions (an `async move` block would not
+    // capture those, so they would be dropped after the runtime shut down). As rustc's
+    // own desugaring does, each typed parameter gets a plain name in the signature and is
+    // moved into the block, where the user's pattern binds it.
+    let mut moved_params = Vec::new();
+    if asyncness.is_some() {
+        for (index, input) in sig.inputs.iter_mut().enumerate() {
+            match input {
+                syn::FnArg::Typed(typed) => {
+                    let name = Ident::new(&format!("__greenrt_arg{index}"), Span::mixed_site());
+                    let pat = std::mem::replace(
+                        &mut *typed.pat,
+                        syn::Pat::Ident(syn::PatIdent {
+                            attrs: Vec::new(),
+                            by_ref: None,
+                            mutability: None,
+                            ident: name.clone(),
+                            subpat: None,
+                        }),
+                    );
+                    moved_params.push(quote! {
+                        let #name = #name;
+                        let #pat = #name;
+                    });
+                }
+                syn::FnArg::Receiver(receiver) => {
+                    let this = &receiver.self_token;
+                    moved_params.push(quote! { let _ = &#this; });
+                }
+            }
+        }
+    }
     let (output, output_span) = match &sig.output {
         ReturnType::Default => (quote!(()), sig.ident.span()),
         ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
@@ -429,13 +480,24 @@ fn rewrite(attr: Attr, function: ItemFn, settings: Settings) -> TokenStream {
         // type instead of once per function, which adds up over many async tests.
         //
         // The spans send type errors to the user's code instead of the attribute: a body
-        // of the wrong type is reported at the return type, and "this should return
-        // `Result` to accept `?`" at the function's `async` (without a return type, the
-        // mismatch is reported at the function's name).
+        // of the wrong type is reported at its tail expression, as in an `async fn`.
         let async_move = quote_spanned!(async_token.span=> async move);
         let pinned = quote_spanned!(output_span=> ::core::pin::pin!(#body));
+        // The tail goes through a binding of the declared type, so it is coerced to it
+        // (`Box::new(closure)` to `Box<dyn Fn()>`) as in the original `async fn`; the
+        // async block's own output type is inferred from its tail alone.
+        let out = Ident::new("__greenrt_out", Span::mixed_site());
+        let typed_out = quote_spanned!(output_span=> #out: #output);
         quote! {
-            let #body = #async_move #block;
+            let #body = #async_move {
+                #(#moved_params)*
+                let #typed_out = #block;
+                // After a body that diverges (`loop {}`, `return`, `panic!`), this is
+                // unreachable code the user did not write: no warning for it.
+                #[allow(unreachable_code)]
+                let #out = #out;
+                #out
+            };
             let #body: ::core::pin::Pin<&mut dyn ::core::future::Future<Output = #output>> =
                 #pinned;
             #runtime.block_on(#body)
@@ -444,8 +506,16 @@ fn rewrite(attr: Attr, function: ItemFn, settings: Settings) -> TokenStream {
         // The closure declares the function's return type so that `?` and `return` in
         // the body mean what they meant in the function; with no return type that is
         // `()`, as for the function.
-        quote! {
-            #runtime.run(move || -> #output #block)
+        // A closure cannot declare an `impl Trait` return type: then the body's own
+        // type is the closure's, and the function's signature checks it.
+        if contains_impl_trait(&sig.output) {
+            quote! {
+                #runtime.run(move || #block)
+            }
+        } else {
+            quote! {
+                #runtime.run(move || -> #output #block)
+            }
         }
     };
 
@@ -464,6 +534,18 @@ fn rewrite(attr: Attr, function: ItemFn, settings: Settings) -> TokenStream {
             #run_body
         }
     }
+}
+
+/// Whether `impl Trait` appears anywhere in the return type.
+fn contains_impl_trait(output: &ReturnType) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+            proc_macro2::TokenTree::Group(group) => walk(group.stream()),
+            _ => false,
+        })
+    }
+    walk(output.to_token_stream())
 }
 
 #[cfg(test)]
@@ -653,11 +735,17 @@ mod tests {
             panic!("the body should become an async block");
         };
         assert!(block.capture.is_some(), "the async block should be `move`");
+        // The body, bound with the declared type so its tail is coerced to it.
         assert_eq!(
             tokens_string(&block.block),
             tokens_string(quote!({
-                std::future::ready(()).await;
-                Ok(())
+                let __greenrt_out: std::io::Result<()> = {
+                    std::future::ready(()).await;
+                    Ok(())
+                };
+                #[allow(unreachable_code)]
+                let __greenrt_out = __greenrt_out;
+                __greenrt_out
             }))
         );
 

@@ -41,7 +41,7 @@
 //!
 //! | setting              | meaning                                                     |
 //! |----------------------|-------------------------------------------------------------|
-//! | `worker_threads = N` | integer literal, at least 1: `Builder::worker_threads(N)`   |
+//! | `worker_threads = N` | integer literal, 1 to 1024: `Builder::worker_threads(N)`   |
 //! | `stack_size = N`     | integer literal in bytes: `Builder::stack_size(N)`; the runtime checks the range |
 //! | `crate = "path"`     | where to find greenrt, for re-exports; default `::greenrt`  |
 //!

@@ -106,7 +106,8 @@ impl Builder {
     /// At most this many threads in the blocking pool that runs
     /// [`greenrt::unblock`](crate::unblock) and [`greenrt::spawn_blocking`](crate::spawn_blocking)
     /// jobs (at least 1); more jobs wait in a queue. Idle pool threads exit after 10 s.
-    /// Default 512.
+    /// Default 512. With every pool thread busy, a job that waits for another queued job
+    /// waits forever: keep jobs independent of each other, or the bound high enough.
     ///
     /// ```
     /// let err = greenrt::runtime::Builder::new().max_blocking_threads(0).build().unwrap_err();

@@ -21,6 +21,10 @@ pub(crate) struct Local {
     pub(crate) timers: RefCell<Timers>,
     /// Present on worker threads only.
     pub(crate) worker: Option<Core>,
+    /// A blocking-pool thread running a job: it sees its runtime (to spawn, to use
+    /// timers), but is not "inside" it, since blocking there is what the pool is for
+    /// (`Runtime::run` and `block_on` are allowed, as on a plain thread).
+    pub(crate) blocking_pool: bool,
 }
 
 impl Local {
@@ -29,6 +33,15 @@ impl Local {
             handle,
             timers: RefCell::default(),
             worker: None,
+            blocking_pool: false,
+        }
+    }
+
+    /// For a job on `handle`'s blocking pool (see `blocking_pool`).
+    pub(crate) fn blocking_pool(handle: Handle) -> Local {
+        Local {
+            blocking_pool: true,
+            ..Local::host(handle)
         }
     }
 
@@ -94,9 +107,10 @@ pub(crate) fn current_handle() -> Option<Handle> {
 }
 
 /// Whether this thread is a worker of, or hosts, any greenrt runtime, or is running a
-/// green thread.
+/// green thread (a blocking-pool job is not: it may block).
 pub(crate) fn in_runtime_thread() -> bool {
-    !LOCAL.get().is_null() || crate::green::current_ptr().is_some()
+    with_local(|local| !local.blocking_pool).unwrap_or(false)
+        || crate::green::current_ptr().is_some()
 }
 
 /// Whether this thread is a worker of any greenrt runtime.

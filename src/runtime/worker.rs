@@ -202,6 +202,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         },
         timers: RefCell::default(),
         worker: Some(core),
+        blocking_pool: false,
     };
     run_core(&local, index);
     drop(local);

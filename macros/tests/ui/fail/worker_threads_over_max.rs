@@ -1,0 +1,2 @@
+#[greenrt_macros::main(worker_threads = 5000)]
+fn main() {}

@@ -1,0 +1,177 @@
+//! The blocking pool: `unblock` and `spawn_blocking` run on pool threads that see
+//! their runtime; nested and plain-thread `unblock` run inline; idle pool threads exit
+//! after the keep-alive, also under a light steady load; misuse in a task names the
+//! API to use instead.
+
+mod common;
+
+use common::with_watchdog;
+use greenrt::runtime::Builder;
+use std::any::Any;
+use std::panic::catch_unwind;
+use std::time::{Duration, Instant};
+
+fn message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Code running on the runtime's own blocking pool should see its runtime (as in tokio,
+/// whose blocking threads enter the runtime's context): `greenrt::spawn`,
+/// `Handle::current()` and greenrt timers inside an `unblock` job panic "outside a
+/// greenrt runtime" today.
+#[test]
+fn blocking_pool_jobs_see_their_runtime() {
+    with_watchdog(
+        "blocking_pool_jobs_see_their_runtime",
+        Duration::from_secs(30),
+        || {
+            let rt = Builder::new().worker_threads(2).build().unwrap();
+            let seen =
+                rt.run(|| greenrt::unblock(|| greenrt::runtime::Handle::try_current().is_some()));
+            assert!(
+                seen,
+                "Handle::try_current() is None inside greenrt::unblock"
+            );
+            let out = rt.run(|| {
+                greenrt::unblock(|| {
+                    catch_unwind(|| greenrt::spawn(|| 5).join().unwrap()).map_err(|p| message(&*p))
+                })
+            });
+            assert_eq!(out, Ok(5), "greenrt::spawn inside greenrt::unblock");
+        },
+    );
+}
+
+/// `unblock` in a future task: the panic should point to `spawn_blocking`, the API the
+/// docs of `unblock` say to use there.
+#[test]
+fn unblock_in_a_task_panic_names_spawn_blocking() {
+    with_watchdog("unblock_in_a_task", Duration::from_secs(30), || {
+        let rt = Builder::new().worker_threads(1).build().unwrap();
+        let err = rt
+            .block_on(rt.spawn_async(async { greenrt::unblock(|| 1) }))
+            .unwrap_err();
+        let msg = message(&*err);
+        assert!(msg.contains("spawn_blocking"), "message: {msg}");
+    });
+}
+
+/// Idle pool threads must exit after the keep-alive (10 s).
+#[test]
+fn idle_blocking_threads_exit_after_keep_alive() {
+    with_watchdog("keep-alive", Duration::from_secs(60), || {
+        let rt = Builder::new()
+            .worker_threads(1)
+            .thread_name("kaprobe")
+            .build()
+            .unwrap();
+        rt.run(|| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    greenrt::spawn(|| {
+                        greenrt::unblock(|| std::thread::sleep(Duration::from_millis(50)))
+                    })
+                })
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        });
+        let count = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("comm")).ok())
+                .filter(|n| n.trim().starts_with("kaprobe-b"))
+                .count()
+        };
+        assert!(count() >= 1);
+        let start = Instant::now();
+        while count() > 0 && start.elapsed() < Duration::from_secs(40) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            count(),
+            0,
+            "blocking threads still alive long after keep-alive"
+        );
+        drop(rt);
+    });
+}
+
+/// Nested unblock, unblock from a plain thread and from the host.
+#[test]
+fn unblock_nested_and_plain() {
+    with_watchdog("unblock nested", Duration::from_secs(30), || {
+        assert_eq!(greenrt::unblock(|| 3), 3);
+        let rt = Builder::new()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let v = rt.run(|| greenrt::unblock(|| greenrt::unblock(|| greenrt::unblock(|| 9))));
+        assert_eq!(v, 9);
+        let v = rt.block_on(async {
+            greenrt::spawn_blocking(|| greenrt::unblock(|| 4))
+                .await
+                .unwrap()
+        });
+        assert_eq!(v, 4);
+        let hs: Vec<_> = (0..20)
+            .map(|i| rt.spawn(move || greenrt::unblock(move || i)))
+            .collect();
+        let s: i32 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(s, 190);
+    });
+}
+
+/// After a burst started 32 pool threads, a light steady load (one tiny job every 50 ms,
+/// which one thread handles easily) keeps all 32 alive forever: every job notifies the
+/// longest-waiting idle thread, which restarts its 10 s keep-alive, so no thread ever
+/// stays idle for 10 s.
+#[test]
+fn excess_blocking_threads_exit_under_light_steady_load() {
+    with_watchdog(
+        "keep-alive under light load",
+        Duration::from_secs(90),
+        || {
+            let rt = Builder::new()
+                .worker_threads(1)
+                .thread_name("ldprobe")
+                .build()
+                .unwrap();
+            let count = || {
+                std::fs::read_dir("/proc/self/task")
+                    .unwrap()
+                    .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("comm")).ok())
+                    .filter(|n| n.trim().starts_with("ldprobe-b"))
+                    .count()
+            };
+            rt.run(|| {
+                let hs: Vec<_> = (0..32)
+                    .map(|_| {
+                        greenrt::spawn(|| {
+                            greenrt::unblock(|| std::thread::sleep(Duration::from_millis(200)))
+                        })
+                    })
+                    .collect();
+                hs.into_iter().for_each(|h| h.join().unwrap());
+            });
+            let peak = count();
+            assert!(peak >= 16, "burst started only {peak} threads");
+            let start = Instant::now();
+            rt.run(|| {
+                while start.elapsed() < Duration::from_secs(25) {
+                    greenrt::unblock(|| ());
+                    greenrt::sleep(Duration::from_millis(50));
+                }
+            });
+            let left = count();
+            assert!(
+                left <= peak / 2,
+                "{left} of {peak} blocking threads still alive after 25 s of one job at a time"
+            );
+        },
+    );
+}
