@@ -378,6 +378,14 @@ fn check_signature(attr: Attr, function: &ItemFn, errors: &mut Errors) {
         }
         Attr::Main | Attr::Test => {}
     }
+    // The body becomes a call to the runtime, which no `const fn` can make.
+    if let Some(constness) = &function.sig.constness {
+        errors.push(
+            constness,
+            "cannot be applied to a `const fn`: it runs the body on a runtime, which a \
+             constant cannot do; remove `const`",
+        );
+    }
 
     if attr == Attr::Test {
         // Attributes written after ours are still on the item; a `#[test]` among them would
