@@ -5,19 +5,10 @@
 
 mod common;
 
-use common::with_watchdog;
+use common::{panic_message, with_watchdog};
 use greenrt::runtime::Builder;
-use std::any::Any;
 use std::panic::catch_unwind;
 use std::time::{Duration, Instant};
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
 
 /// Code running on the runtime's own blocking pool should see its runtime (as in tokio,
 /// whose blocking threads enter the runtime's context): `greenrt::spawn`,
@@ -38,7 +29,8 @@ fn blocking_pool_jobs_see_their_runtime() {
             );
             let out = rt.run(|| {
                 greenrt::unblock(|| {
-                    catch_unwind(|| greenrt::spawn(|| 5).join().unwrap()).map_err(|p| message(&*p))
+                    catch_unwind(|| greenrt::spawn(|| 5).join().unwrap())
+                        .map_err(|p| panic_message(&*p))
                 })
             });
             assert_eq!(out, Ok(5), "greenrt::spawn inside greenrt::unblock");
@@ -55,7 +47,7 @@ fn unblock_in_a_task_panic_names_spawn_blocking() {
         let err = rt
             .block_on(rt.spawn_async(async { greenrt::unblock(|| 1) }))
             .unwrap_err();
-        let msg = message(&*err);
+        let msg = panic_message(&*err);
         assert!(msg.contains("spawn_blocking"), "message: {msg}");
     });
 }

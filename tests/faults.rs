@@ -4,19 +4,8 @@
 //! (this test binary re-run with the case in an environment variable).
 
 mod common;
-use common::{child_finished, child_signalled, describe_child, in_child};
+use common::{child_finished, child_signalled, describe_child, in_child, runtime, vm_size_kib};
 use std::time::Duration;
-
-fn vm_size_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmSize:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
-}
 
 #[test]
 fn stack_that_cannot_be_mapped_at_first_run_is_the_join_error() {
@@ -24,15 +13,12 @@ fn stack_that_cannot_be_mapped_at_first_run_is_the_join_error() {
         "stack_that_cannot_be_mapped_at_first_run_is_the_join_error",
         "map",
         || {
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.run(|| {
                 // Warm up so the worker and allocator have what they need, then cap the
                 // address space 64 MiB above current use: a 512 MiB stack cannot be mapped.
                 greenrt::spawn(|| ()).join().unwrap();
-                let limit = vm_size_bytes() + 64 * 1024 * 1024;
+                let limit = vm_size_kib() * 1024 + 64 * 1024 * 1024;
                 let rlimit = libc::rlimit {
                     rlim_cur: limit,
                     rlim_max: libc::RLIM_INFINITY,
@@ -92,10 +78,7 @@ fn destructor_panicking_during_a_cancel_unwind_aborts_saying_why() {
                     panic!("destructor panicked while the green thread was being cancelled");
                 }
             }
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.run(|| {
                 let (started_tx, started_rx) = futures::channel::oneshot::channel();
                 let victim = greenrt::spawn(move || {
@@ -180,10 +163,7 @@ fn waiting_in_a_destructor_the_worker_runs_aborts_naming_the_fix() {
                     let _ = greenrt::block_on(self.0.take().unwrap());
                 }
             }
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             // The wait would end after 20 s (the sender dropped), so a regression fails
             // the test (a clean exit) rather than hanging it.
             let (late_tx, late_rx) = futures::channel::oneshot::channel::<()>();
@@ -238,10 +218,7 @@ fn a_detached_result_whose_payload_panics_when_dropped_aborts_naming_it() {
         "cancel-bomb",
         || {
             quiet_bomb_hook();
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.run(|| {
                 greenrt::spawn(|| {
                     let bomb = Bomb(3);
@@ -285,10 +262,7 @@ fn a_join_waker_whose_panic_payload_panics_does_not_kill_the_worker() {
         "waker-bomb",
         || {
             quiet_bomb_hook();
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             let (tx, rx) = std::sync::mpsc::channel::<()>();
             let mut handle = rt.spawn(move || {
                 // Blocks the worker thread briefly: fine for a test.

@@ -4,20 +4,12 @@
 
 mod common;
 
-use common::{runtime, with_watchdog};
+use common::{panic_message, runtime, with_watchdog};
 use greenrt::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use std::io::{ErrorKind, IoSliceMut, Read, Write};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
 
 #[test]
 fn a_vectored_read_of_more_than_1024_buffers_does_not_lose_readiness() {
@@ -194,7 +186,7 @@ fn duration_max_means_forever_not_an_overflow_panic() {
             assert!(
                 payload.downcast_ref::<greenrt::Cancelled>().is_some(),
                 "the sleep was cancelled, it did not panic: {}",
-                panic_text(&*payload)
+                panic_message(&*payload)
             );
         });
     });
@@ -217,7 +209,7 @@ fn a_name_lookup_in_a_future_task_panics_naming_the_way_out() {
     let payload = rt
         .block_on(rt.spawn_async(async { TcpListener::bind("localhost:0").map(drop) }))
         .unwrap_err();
-    let text = panic_text(&*payload);
+    let text = panic_message(&*payload);
     assert!(
         text.contains("TcpListener::bind")
             && text.contains("\"localhost\"")

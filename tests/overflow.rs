@@ -5,7 +5,9 @@
 //! process (`common::in_child`).
 
 mod common;
-use common::{child_finished, describe_child, in_child, in_child_with};
+use common::{
+    child_finished, child_signalled, describe_child, in_child, in_child_with, runtime, vm_size_kib,
+};
 
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
@@ -20,26 +22,22 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1) + std::hint::black_box(frame[3])
 }
 
-fn signal_of(output: &std::process::Output) -> Option<i32> {
-    use std::os::unix::process::ExitStatusExt;
-    output.status.signal()
+/// From inside a runtime: spawns a green thread named `name` with a `kib` KiB stack
+/// that recurses until it overflows, and joins it (the process aborts first).
+fn overflow_named(name: &str, kib: usize) {
+    greenrt::Builder::new()
+        .name(name.into())
+        .stack_size(kib * 1024)
+        .spawn(|| recurse(0))
+        .unwrap()
+        .join()
+        .ok();
 }
 
-fn vm_size_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmSize:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
-fn two_workers() -> greenrt::runtime::Runtime {
-    greenrt::runtime::Builder::new()
-        .worker_threads(2)
-        .build()
-        .unwrap()
+/// Asserts that the child aborted with `report` (std's wording) on stderr.
+fn assert_overflow_reported(output: &std::process::Output, report: &str) {
+    let stderr = child_signalled(output, libc::SIGABRT);
+    assert!(stderr.contains(report), "{stderr}");
 }
 
 #[test]
@@ -48,27 +46,14 @@ fn overflow_in_named_green_thread_is_reported_and_aborts() {
         "overflow_in_named_green_thread_is_reported_and_aborts",
         "named",
         || {
-            two_workers().run(|| {
-                greenrt::Builder::new()
-                    .name("deep-recursion".into())
-                    .stack_size(64 * 1024)
-                    .spawn(|| recurse(0))
-                    .unwrap()
-                    .join()
-                    .ok();
+            runtime(2).run(|| {
+                overflow_named("deep-recursion", 64);
             })
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGABRT),
-        "{:?}\n{stderr}",
-        output.status
-    );
-    assert!(
-        stderr.contains("green thread 'deep-recursion' has overflowed its stack (64 KiB)"),
-        "{stderr}"
+    assert_overflow_reported(
+        &output,
+        "green thread 'deep-recursion' has overflowed its stack (64 KiB)",
     );
     assert!(!String::from_utf8_lossy(&output.stdout).contains("CHILD-FINISHED"));
 }
@@ -79,7 +64,7 @@ fn overflow_in_unnamed_green_thread_names_its_id() {
         "overflow_in_unnamed_green_thread_names_its_id",
         "unnamed",
         || {
-            two_workers().run(|| {
+            runtime(2).run(|| {
                 use std::sync::atomic::{AtomicBool, Ordering};
                 use std::sync::Arc;
                 // The green thread overflows only after the id line is out, so the two
@@ -99,13 +84,7 @@ fn overflow_in_unnamed_green_thread_names_its_id() {
             })
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGABRT),
-        "{:?}\n{stderr}",
-        output.status
-    );
+    let stderr = child_signalled(&output, libc::SIGABRT);
     let id = stderr
         .lines()
         .find_map(|l| l.strip_prefix("UNNAMED-ID="))
@@ -124,7 +103,7 @@ fn ordinary_null_fault_still_crashes_with_sigsegv() {
         "ordinary_null_fault_still_crashes_with_sigsegv",
         "null",
         || {
-            let _rt = two_workers();
+            let _rt = runtime(2);
             // An ordinary fault, not in any guard page, after the handler is installed.
             let null = std::hint::black_box(std::ptr::null::<u64>());
             // SAFETY: not safe at all: this test wants the fault.
@@ -132,13 +111,7 @@ fn ordinary_null_fault_still_crashes_with_sigsegv() {
             println!("read {value}");
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGSEGV),
-        "{:?}\n{stderr}",
-        output.status
-    );
+    let stderr = child_signalled(&output, libc::SIGSEGV);
     assert!(!stderr.contains("overflowed"), "{stderr}");
 }
 
@@ -193,31 +166,15 @@ fn overflow_is_still_reported_when_sigsegv_was_inherited_ignored() {
             }
         },
         || {
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.run(|| {
-                greenrt::Builder::new()
-                    .name("deep".into())
-                    .stack_size(64 * 1024)
-                    .spawn(|| recurse(0))
-                    .unwrap()
-                    .join()
-                    .ok();
+                overflow_named("deep", 64);
             });
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGABRT),
-        "{}",
-        describe_child(&output)
-    );
-    assert!(
-        stderr.contains("green thread 'deep' has overflowed its stack (64 KiB)"),
-        "{stderr}"
+    assert_overflow_reported(
+        &output,
+        "green thread 'deep' has overflowed its stack (64 KiB)",
     );
 }
 
@@ -227,24 +184,11 @@ fn overflow_of_the_host_green_thread_is_reported() {
         "overflow_of_the_host_green_thread_is_reported",
         "host",
         || {
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.run(|| recurse(0));
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGABRT),
-        "{}",
-        describe_child(&output)
-    );
-    assert!(
-        stderr.contains("has overflowed its stack (2048 KiB)"),
-        "{stderr}"
-    );
+    assert_overflow_reported(&output, "has overflowed its stack (2048 KiB)");
 }
 
 #[test]
@@ -253,10 +197,7 @@ fn overflow_of_a_plain_thread_is_still_reported_by_std() {
         "overflow_of_a_plain_thread_is_still_reported_by_std",
         "plain",
         || {
-            let _rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let _rt = runtime(1);
             std::thread::Builder::new()
                 .name("plain-deep".into())
                 .stack_size(128 * 1024)
@@ -266,13 +207,7 @@ fn overflow_of_a_plain_thread_is_still_reported_by_std() {
                 .ok();
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGABRT),
-        "{}",
-        describe_child(&output)
-    );
+    let stderr = child_signalled(&output, libc::SIGABRT);
     assert!(
         stderr.contains("thread 'plain-deep'") && stderr.contains("has overflowed its stack"),
         "{stderr}"
@@ -286,20 +221,11 @@ fn overflow_of_a_future_task_on_a_worker_is_reported_by_std() {
         "overflow_of_a_future_task_on_a_worker_is_reported_by_std",
         "task",
         || {
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.spawn_async(async { recurse(0) }).join().ok();
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGABRT),
-        "{}",
-        describe_child(&output)
-    );
+    let stderr = child_signalled(&output, libc::SIGABRT);
     assert!(stderr.contains("has overflowed its stack"), "{stderr}");
     assert!(!stderr.contains("green thread"), "{stderr}");
 }
@@ -318,10 +244,7 @@ fn a_user_handler_installed_before_the_runtime_gets_other_faults_on_green_thread
                 libc::sigemptyset(&mut action.sa_mask);
                 libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut());
             }
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.spawn(|| {
                 let null = std::hint::black_box(std::ptr::null::<u64>());
                 // SAFETY: not safe: this test wants the fault.
@@ -353,19 +276,11 @@ fn a_user_handler_installed_before_the_runtime_does_not_see_green_overflows() {
                 libc::sigemptyset(&mut action.sa_mask);
                 libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut());
             }
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.spawn(|| recurse(0)).join().ok();
         },
     );
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGABRT),
-        "{}",
-        describe_child(&output)
-    );
+    child_signalled(&output, libc::SIGABRT);
 }
 
 #[test]
@@ -374,10 +289,7 @@ fn a_fault_on_another_green_threads_guard_page_is_a_plain_sigsegv() {
         "a_fault_on_another_green_threads_guard_page_is_a_plain_sigsegv",
         "other-guard",
         || {
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.run(|| {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let (release_tx, release_rx) = futures::channel::oneshot::channel::<()>();
@@ -404,13 +316,7 @@ fn a_fault_on_another_green_threads_guard_page_is_a_plain_sigsegv() {
             });
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGSEGV),
-        "{}",
-        describe_child(&output)
-    );
+    let stderr = child_signalled(&output, libc::SIGSEGV);
     assert!(!stderr.contains("overflowed"), "{stderr}");
 }
 
@@ -420,10 +326,7 @@ fn a_fault_on_a_plain_thread_with_the_handler_installed_is_a_plain_sigsegv() {
         "a_fault_on_a_plain_thread_with_the_handler_installed_is_a_plain_sigsegv",
         "plain-fault",
         || {
-            let _rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let _rt = runtime(1);
             std::thread::spawn(|| {
                 let null = std::hint::black_box(std::ptr::null::<u64>());
                 // SAFETY: not safe: this test wants the fault.
@@ -433,12 +336,7 @@ fn a_fault_on_a_plain_thread_with_the_handler_installed_is_a_plain_sigsegv() {
             .ok();
         },
     );
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGSEGV),
-        "{}",
-        describe_child(&output)
-    );
+    child_signalled(&output, libc::SIGSEGV);
 }
 
 #[test]
@@ -447,33 +345,17 @@ fn overflow_of_a_child_run_inline_by_its_joiner_is_reported() {
         "overflow_of_a_child_run_inline_by_its_joiner_is_reported",
         "inline",
         || {
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             rt.spawn(|| {
-                greenrt::Builder::new()
-                    .name("inline-child".into())
-                    .stack_size(128 * 1024)
-                    .spawn(|| recurse(0))
-                    .unwrap()
-                    .join()
-                    .ok();
+                overflow_named("inline-child", 128);
             })
             .join()
             .ok();
         },
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        signal_of(&output),
-        Some(libc::SIGABRT),
-        "{}",
-        describe_child(&output)
-    );
-    assert!(
-        stderr.contains("green thread 'inline-child' has overflowed its stack (128 KiB)"),
-        "{stderr}"
+    assert_overflow_reported(
+        &output,
+        "green thread 'inline-child' has overflowed its stack (128 KiB)",
     );
 }
 
@@ -507,10 +389,7 @@ fn alt_stacks_of_foreign_threads_calling_run_are_unmapped_when_they_exit() {
         "alt_stacks_of_foreign_threads_calling_run_are_unmapped_when_they_exit",
         "foreign",
         || {
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime(1);
             let run_on_foreign_thread = || -> usize {
                 // SAFETY: a plain pthread running `foreign_thread`, joined right away.
                 unsafe {

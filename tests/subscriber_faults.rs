@@ -7,7 +7,7 @@
 #![cfg(feature = "tracing")]
 
 mod common;
-use common::{child_finished, child_signalled, describe_child, in_child};
+use common::{child_finished, child_signalled, describe_child, in_child, runtime};
 use std::time::Duration;
 use tracing::span::Id;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -39,18 +39,20 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for PanicIn {
     }
 }
 
+/// In a child: a one-worker runtime, with a global subscriber that panics in `what`.
+fn runtime_with_subscriber_panicking_in(what: &'static str) -> greenrt::runtime::Runtime {
+    let subscriber = tracing_subscriber::registry().with(PanicIn(what));
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    runtime(1)
+}
+
 #[test]
 fn a_subscriber_panicking_at_a_switch_on_a_worker_aborts_naming_the_cause() {
     let output = in_child(
         "a_subscriber_panicking_at_a_switch_on_a_worker_aborts_naming_the_cause",
         "enter",
         || {
-            let subscriber = tracing_subscriber::registry().with(PanicIn("enter"));
-            tracing::subscriber::set_global_default(subscriber).unwrap();
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime_with_subscriber_panicking_in("enter");
             let _ = rt.spawn(|| 5).join();
         },
     );
@@ -68,12 +70,7 @@ fn a_subscriber_panicking_on_a_wake_event_still_leaves_the_green_thread_queued()
         "a_subscriber_panicking_on_a_wake_event_still_leaves_the_green_thread_queued",
         "wake",
         || {
-            let subscriber = tracing_subscriber::registry().with(PanicIn("wake"));
-            tracing::subscriber::set_global_default(subscriber).unwrap();
-            let rt = greenrt::runtime::Builder::new()
-                .worker_threads(1)
-                .build()
-                .unwrap();
+            let rt = runtime_with_subscriber_panicking_in("wake");
             // The wake must find the green thread parked for its event to be sent (a
             // wake while it runs only marks it). It signals just before it parks, so
             // try until one wake did panic; every green thread must still finish.

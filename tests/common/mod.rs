@@ -166,3 +166,23 @@ pub fn child_signalled(output: &std::process::Output, signal: i32) -> String {
     );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// This process's virtual memory size, KiB (`VmSize` in /proc/self/status).
+pub fn vm_size_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("a VmSize line")
+}
+
+/// The text of a panic payload (`&str` or `String`), or "" for any other payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
