@@ -10,6 +10,29 @@ use greenrt::runtime::Builder;
 use std::panic::catch_unwind;
 use std::time::{Duration, Instant};
 
+/// Threads of this process whose name starts with `prefix` (blocking-pool threads are
+/// named `<thread_name>-blocking`, of which Linux keeps the first 15 bytes).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .filter(|name| name.trim().starts_with(prefix))
+        .count()
+}
+
+/// In a green thread: `n` green threads at once, each running a `ms` ms sleep on the
+/// blocking pool, so the pool starts up to `n` threads.
+fn burst_of_blocking_sleeps(n: usize, ms: u64) {
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            greenrt::spawn(move || {
+                greenrt::unblock(move || std::thread::sleep(Duration::from_millis(ms)))
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+}
+
 /// Code running on the runtime's own blocking pool should see its runtime (as in tokio,
 /// whose blocking threads enter the runtime's context): `greenrt::spawn`,
 /// `Handle::current()` and greenrt timers inside an `unblock` job panic "outside a
@@ -62,22 +85,9 @@ fn idle_blocking_threads_exit_after_keep_alive() {
             .build()
             .unwrap();
         rt.run(|| {
-            let hs: Vec<_> = (0..4)
-                .map(|_| {
-                    greenrt::spawn(|| {
-                        greenrt::unblock(|| std::thread::sleep(Duration::from_millis(50)))
-                    })
-                })
-                .collect();
-            hs.into_iter().for_each(|h| h.join().unwrap());
+            burst_of_blocking_sleeps(4, 50);
         });
-        let count = || {
-            std::fs::read_dir("/proc/self/task")
-                .unwrap()
-                .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("comm")).ok())
-                .filter(|n| n.trim().starts_with("kaprobe-b"))
-                .count()
-        };
+        let count = || threads_named("kaprobe-b");
         assert!(count() >= 1);
         let start = Instant::now();
         while count() > 0 && start.elapsed() < Duration::from_secs(40) {
@@ -133,22 +143,9 @@ fn excess_blocking_threads_exit_under_light_steady_load() {
                 .thread_name("ldprobe")
                 .build()
                 .unwrap();
-            let count = || {
-                std::fs::read_dir("/proc/self/task")
-                    .unwrap()
-                    .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("comm")).ok())
-                    .filter(|n| n.trim().starts_with("ldprobe-b"))
-                    .count()
-            };
+            let count = || threads_named("ldprobe-b");
             rt.run(|| {
-                let hs: Vec<_> = (0..32)
-                    .map(|_| {
-                        greenrt::spawn(|| {
-                            greenrt::unblock(|| std::thread::sleep(Duration::from_millis(200)))
-                        })
-                    })
-                    .collect();
-                hs.into_iter().for_each(|h| h.join().unwrap());
+                burst_of_blocking_sleeps(32, 200);
             });
             let peak = count();
             assert!(peak >= 16, "burst started only {peak} threads");
