@@ -195,9 +195,15 @@ where
     let shared = handle.shared.clone();
     shared.blocking.execute(Box::new(move || {
         // The job sees its runtime, as tokio's blocking tasks do: it can spawn, use
-        // timers and `Handle::current()`. Its own timer heap goes with the job.
+        // timers and `Handle::current()`. Its own timer heap goes with the job. Only on
+        // a thread with no runtime context (a pool thread): run inline by `execute`
+        // (no pool thread could start), the job is on the submitter's thread, often a
+        // green thread, whose context must stay current (a pool context entered there
+        // would stay current on the worker while `f` suspends the green thread).
         let local = Local::blocking_pool(handle);
-        let entered = crate::runtime::context::enter(&local);
+        let entered = crate::runtime::context::with_local(|_| ())
+            .is_none()
+            .then(|| crate::runtime::context::enter(&local));
         let outcome = catch_unwind(AssertUnwindSafe(f));
         drop(entered);
         drop(local);

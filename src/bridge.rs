@@ -157,6 +157,8 @@ impl ThreadWakerFlag {
 /// Polls `fut` on this thread, parking it between wakes (and firing this thread's
 /// timers, when it is a runtime thread, so sleeps inside `fut` complete).
 pub(crate) fn block_on_thread<F: Future>(fut: F) -> F::Output {
+    // This loop fires the thread's timers (so a pool job's sleeps may register here).
+    let _driving = context::driving_timers();
     let mut fut = pin!(fut);
     let (waker, woken) = thread_waker();
     let mut cx = Context::from_waker(&waker);

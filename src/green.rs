@@ -548,7 +548,7 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     // thread, so that is us.
     if crate::trace::listening() && unsafe { green.trace.wants_slice() } {
         // SAFETY: forwarded from the caller.
-        unsafe { switch_in_traced(green) };
+        unsafe { switch_in_traced(green, outer) };
     } else {
         // SAFETY: forwarded from the caller.
         unsafe { switch_in(green) };
@@ -571,12 +571,19 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
 /// As for [`resume`].
 #[cfg(feature = "tracing")]
 #[inline(always)]
-unsafe fn switch_in_traced(green: &GreenThread) {
+unsafe fn switch_in_traced(green: &GreenThread, outer: Option<NonNull<GreenThread>>) {
+    // The slice's halves run subscriber callbacks (new_span, enter, exit, close) on the
+    // resumer's stack, not the green thread's: they must not see it as the current
+    // green thread, or a callback that suspends "the current green thread" (a yield, a
+    // `block_on` that is pending) would switch out of the resumer's stack.
+    CURRENT.set(outer);
     // SAFETY: the caller holds it RUNNING on its home thread (resume's contract): we
     // are its resumer, about to switch in.
     let slice = unsafe { crate::trace::enter_slice(&green.trace, &green.identity) };
+    CURRENT.set(Some(NonNull::from(green)));
     // SAFETY: forwarded from the caller.
     unsafe { switch_in(green) };
+    CURRENT.set(outer);
     if let Some(slice) = slice {
         // SAFETY: the same resumer, switched back to, ending the slice it began.
         unsafe { crate::trace::exit_slice(&green.trace, slice) };

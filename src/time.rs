@@ -261,7 +261,7 @@ impl Future for Sleep {
             }
         }
         let deadline = self.deadline;
-        let registered = crate::runtime::context::with_timers(|timers| {
+        let registered = crate::runtime::context::with_timers_for_sleep(|timers| {
             let mut timers = timers.borrow_mut();
             let entry = timers.new_entry(cx.waker().clone());
             timers.insert(deadline, entry.clone());
@@ -270,8 +270,10 @@ impl Future for Sleep {
         let Some(entry) = registered else {
             panic!(
                 "greenrt::time::sleep polled outside a greenrt runtime: there is no \
-                 timer to wake it. Await it inside `Runtime::block_on`, \
-                 `#[greenrt::main]`, a green thread or a task spawned on a runtime"
+                 timer to wake it (on a blocking-pool thread, only greenrt's own \
+                 `block_on` fires timers). Await it inside `Runtime::block_on`, \
+                 `#[greenrt::main]`, a green thread or a task spawned on a runtime, or \
+                 with `greenrt::block_on`"
             );
         };
         self.entry = Some(EntryHandle(entry));

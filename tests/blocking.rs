@@ -5,9 +5,12 @@
 
 mod common;
 
-use common::{panic_message, with_watchdog};
+use common::{
+    child_finished, describe_child, in_child, in_child_with, panic_message, runtime, with_watchdog,
+};
 use greenrt::runtime::Builder;
 use std::panic::catch_unwind;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Threads of this process whose name starts with `prefix` (blocking-pool threads are
@@ -163,4 +166,125 @@ fn excess_blocking_threads_exit_under_light_steady_load() {
             );
         },
     );
+}
+
+/// When the blocking pool cannot start a thread (pids.max / RLIMIT_NPROC reached; here
+/// RUST_MIN_STACK makes every default-sized std thread fail to start), `execute` runs
+/// the job inline on the caller: for `unblock`, the green thread itself, on its worker.
+/// The job now enters a `Local::blocking_pool` context over the worker's, so while `f`
+/// suspends the green thread, the worker loop runs with LOCAL pointing at the job's
+/// Local on that green stack: a sleep registers in the job's timer heap, which no one
+/// fires, so the green thread never wakes. (With two such green threads the guards are
+/// restored out of order and LOCAL is left dangling.)
+#[test]
+fn a_pool_job_run_inline_on_a_worker_keeps_the_worker_context() {
+    let output = in_child_with(
+        "a_pool_job_run_inline_on_a_worker_keeps_the_worker_context",
+        "inline",
+        |command| {
+            command.env("RUST_MIN_STACK", (1u64 << 50).to_string());
+        },
+        || {
+            let rt = runtime(1);
+            let value = rt
+                .spawn(|| {
+                    greenrt::unblock(|| {
+                        greenrt::sleep(Duration::from_millis(20));
+                        7
+                    })
+                })
+                .join()
+                .unwrap();
+            assert_eq!(value, 7);
+        },
+    );
+    assert!(child_finished(&output), "{}", describe_child(&output));
+}
+
+/// The same fallback with two green threads whose inline jobs interleave (A enters its
+/// job context, B enters over it, A leaves, B leaves): B's guard restores LOCAL to A's
+/// job `Local`, which lived in A's finished frame. The worker then reads a dangling
+/// `Local` (here after a new green thread reused A's pooled stack): use after free.
+#[test]
+fn interleaved_inline_pool_jobs_leave_no_dangling_context() {
+    let output = in_child_with(
+        "interleaved_inline_pool_jobs_leave_no_dangling_context",
+        "dangling",
+        |command| {
+            command.env("RUST_MIN_STACK", (1u64 << 50).to_string());
+        },
+        || {
+            let rt = runtime(1);
+            static B_IN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            let a = rt.spawn(|| {
+                greenrt::unblock(|| {
+                    // Until B's job has entered its context over ours.
+                    while !B_IN.load(Ordering::SeqCst) {
+                        greenrt::yield_now();
+                    }
+                    1
+                })
+            });
+            let b = rt.spawn(|| {
+                let v = greenrt::unblock(|| {
+                    B_IN.store(true, Ordering::SeqCst);
+                    for _ in 0..3 {
+                        greenrt::yield_now();
+                    }
+                    2
+                });
+                // A new green thread takes A's pooled stack and scribbles over it.
+                greenrt::spawn(|| {
+                    let mut buf = [0xA5u8; 32 * 1024];
+                    std::hint::black_box(&mut buf);
+                })
+                .join()
+                .unwrap();
+                let seen = greenrt::runtime::Handle::try_current().is_some();
+                v + usize::from(seen) * 10
+            });
+            assert_eq!(a.join().unwrap() + b.join().unwrap(), 13);
+        },
+    );
+    assert!(child_finished(&output), "{}", describe_child(&output));
+}
+
+/// A pool job's timer heap is fired only by greenrt's own `block_on` waiting on the
+/// thread. A greenrt sleep that another executor polls there must not register in it
+/// (nothing would fire it: a silent hang); it panics, saying so.
+#[test]
+fn a_greenrt_sleep_polled_by_another_executor_in_a_pool_job_panics_instead_of_hanging() {
+    let output = in_child(
+        "a_greenrt_sleep_polled_by_another_executor_in_a_pool_job_panics_instead_of_hanging",
+        "foreign-executor",
+        || {
+            let rt = runtime(1);
+            let outcome = rt.run(|| {
+                greenrt::unblock(|| {
+                    std::panic::catch_unwind(|| {
+                        futures::executor::block_on(greenrt::time::sleep(Duration::from_millis(20)))
+                    })
+                    .is_ok()
+                })
+            });
+            assert!(!outcome, "the sleep panicked, saying what fires its timer");
+        },
+    );
+    assert!(child_finished(&output), "{}", describe_child(&output));
+}
+
+/// greenrt's own `block_on` in a pool job fires the job's timers.
+#[test]
+fn a_pool_job_sleeps_with_greenrt_block_on() {
+    with_watchdog("pool job block_on sleep", Duration::from_secs(30), || {
+        let rt = runtime(1);
+        let slept = rt.run(|| {
+            greenrt::unblock(|| {
+                let start = std::time::Instant::now();
+                greenrt::block_on(greenrt::time::sleep(Duration::from_millis(20)));
+                start.elapsed() >= Duration::from_millis(20)
+            })
+        });
+        assert!(slept);
+    });
 }

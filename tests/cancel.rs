@@ -688,3 +688,74 @@ fn after_shutdown_timeout_runs_out_the_last_worker_to_exit_drops_the_idle_tasks(
         },
     );
 }
+
+/// Many shutdowns that give up on a busy worker, racing the workers' exit: every idle
+/// task is dropped exactly once, by whoever sweeps.
+#[test]
+fn final_sweep_drops_each_idle_task_exactly_once() {
+    with_watchdog("final sweep", Duration::from_secs(120), || {
+        struct Count(Arc<AtomicUsize>);
+        impl Drop for Count {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        for round in 0..200 {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let rt = runtime(2);
+            let tasks = 8;
+            for _ in 0..tasks {
+                let count = Count(dropped.clone());
+                drop(rt.spawn_async(async move {
+                    let _count = count;
+                    std::future::pending::<()>().await;
+                }));
+            }
+            // A green thread busy for a short, varying while.
+            let spin = Duration::from_micros((round % 7) * 300);
+            drop(rt.spawn(move || {
+                let start = std::time::Instant::now();
+                while start.elapsed() < spin {
+                    std::hint::spin_loop();
+                }
+            }));
+            rt.shutdown_timeout(Duration::from_micros((round % 5) * 200));
+            let start = std::time::Instant::now();
+            while dropped.load(Ordering::SeqCst) < tasks && start.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            assert_eq!(dropped.load(Ordering::SeqCst), tasks, "round {round}");
+        }
+    });
+}
+
+/// A Runtime dropped on one of its own workers (it panics, by design) leaves the final
+/// sweep to the last worker out, which drops idle tasks.
+#[test]
+fn a_runtime_dropped_on_its_own_worker_is_swept_by_the_last_worker() {
+    with_watchdog("drop on own worker", Duration::from_secs(30), || {
+        struct Flag(Arc<AtomicUsize>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let rt = runtime(2);
+        let flag = Flag(dropped.clone());
+        let _idle = rt.spawn_async(async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        });
+        let handle = rt.handle().clone();
+        let dropper = handle.spawn(move || drop(rt));
+        assert!(dropper.join().is_err(), "the drop on its own worker panics");
+        let start = std::time::Instant::now();
+        while dropped.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}

@@ -9,7 +9,7 @@
 mod common;
 use common::{child_finished, child_signalled, describe_child, in_child, runtime};
 use std::time::Duration;
-use tracing::span::Id;
+use tracing::span::{Attributes, Id};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -96,6 +96,40 @@ fn a_subscriber_panicking_on_a_wake_event_still_leaves_the_green_thread_queued()
                 }
             }
             assert!(panicked_wakes > 0, "no wake found the green thread parked");
+        },
+    );
+    assert!(child_finished(&output), "{}", describe_child(&output));
+}
+
+/// A layer that ships span records through a greenrt-aware sink: from a green
+/// thread, handing a record over may suspend the green thread (modelled by a yield;
+/// `greenrt::block_on(tx.send(..))` on a full channel does the same).
+struct YieldOnNewSpan;
+
+impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for YieldOnNewSpan {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
+        if attrs.metadata().name() == "green" {
+            greenrt::yield_now();
+        }
+    }
+}
+
+/// A green thread's span is created at its first slice, on the resumer's stack: its
+/// subscriber callbacks run there, where no green thread is current. One that suspends
+/// "the current green thread" must not switch out of the worker's own stack (it did,
+/// through a saved stack pointer that was never set: a crash).
+#[test]
+fn a_subscriber_that_yields_in_on_new_span_does_not_crash() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let output = in_child(
+        "a_subscriber_that_yields_in_on_new_span_does_not_crash",
+        "on_new_span",
+        || {
+            let subscriber = tracing_subscriber::registry().with(YieldOnNewSpan);
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            let rt = runtime(1);
+            // From a plain thread: the span is created on the worker.
+            assert_eq!(rt.spawn(|| 5).join().unwrap(), 5);
         },
     );
     assert!(child_finished(&output), "{}", describe_child(&output));

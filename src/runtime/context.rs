@@ -101,6 +101,34 @@ pub(crate) fn with_timers<R>(f: impl FnOnce(&RefCell<Timers>) -> R) -> Option<R>
     with_local(|local| f(&local.timers))
 }
 
+thread_local! {
+    /// How many greenrt `block_on`s wait on this thread (they fire its timers).
+    static DRIVING_TIMERS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks "greenrt's `block_on` waits on this thread, firing its timers" until dropped.
+pub(crate) struct DrivingTimers(());
+
+impl Drop for DrivingTimers {
+    fn drop(&mut self) {
+        DRIVING_TIMERS.set(DRIVING_TIMERS.get() - 1);
+    }
+}
+
+pub(crate) fn driving_timers() -> DrivingTimers {
+    DRIVING_TIMERS.set(DRIVING_TIMERS.get() + 1);
+    DrivingTimers(())
+}
+
+/// Runs `f` with the timer heap a sleep polled here may register with: one that this
+/// thread fires. A blocking-pool job's heap is fired only while greenrt's own
+/// `block_on` waits on the thread; polled by another executor there, a sleep would
+/// register where nothing fires it.
+pub(crate) fn with_timers_for_sleep<R>(f: impl FnOnce(&RefCell<Timers>) -> R) -> Option<R> {
+    with_local(|local| (!local.blocking_pool || DRIVING_TIMERS.get() > 0).then(|| f(&local.timers)))
+        .flatten()
+}
+
 /// The runtime this thread belongs to, if any.
 pub(crate) fn current_handle() -> Option<Handle> {
     with_local(|local| local.handle.clone())
