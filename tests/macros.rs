@@ -125,3 +125,14 @@ fn unused_async_parameters_are_dropped_inside_the_runtime() {
         "the parameter was dropped outside the runtime (after it shut down)"
     );
 }
+
+#[greenrt::main(worker_threads = 1)]
+async fn async_numbers() -> impl Iterator<Item = u32> {
+    greenrt::time::sleep(Duration::from_millis(1)).await;
+    vec![4, 5].into_iter()
+}
+
+#[test]
+fn an_async_fn_returning_impl_trait_works() {
+    assert_eq!(async_numbers().sum::<u32>(), 9);
+}

@@ -495,7 +495,22 @@ fn rewrite(attr: Attr, function: ItemFn, settings: Settings) -> TokenStream {
         // (`Box::new(closure)` to `Box<dyn Fn()>`) as in the original `async fn`; the
         // async block's own output type is inferred from its tail alone.
         let out = Ident::new("__greenrt_out", Span::mixed_site());
-        let typed_out = quote_spanned!(output_span=> #out: #output);
+        // `impl Trait` cannot be written as a binding's type or a `dyn Future` output:
+        // then the body's own type goes to `block_on`, and the signature checks it.
+        let opaque = contains_impl_trait(&sig.output);
+        let typed_out = if opaque {
+            quote!(#out)
+        } else {
+            quote_spanned!(output_span=> #out: #output)
+        };
+        let erased = if opaque {
+            quote!(let #body = #pinned;)
+        } else {
+            quote! {
+                let #body: ::core::pin::Pin<&mut dyn ::core::future::Future<Output = #output>> =
+                    #pinned;
+            }
+        };
         quote! {
             let #body = #async_move {
                 #(#moved_params)*
@@ -506,8 +521,7 @@ fn rewrite(attr: Attr, function: ItemFn, settings: Settings) -> TokenStream {
                 let #out = #out;
                 #out
             };
-            let #body: ::core::pin::Pin<&mut dyn ::core::future::Future<Output = #output>> =
-                #pinned;
+            #erased
             #runtime.block_on(#body)
         }
     } else {
