@@ -42,7 +42,13 @@
 //!
 //! So a user span entered in a green thread stays current for that green thread across
 //! switches and never shows up as the current span of another green thread on the same
-//! worker. This needs a subscriber that reports its current span (`current_span`), as
+//! worker.
+//!
+//! Both halves run on the resumer's stack with no green thread current (`resume` marks
+//! the green thread current only around the switch itself), so a subscriber callback
+//! that tries to suspend "the current green thread" there cannot switch off the
+//! resumer's stack: it panics instead, and any panic from a subscriber in a half aborts
+//! the process with a message saying so ([`AbortOnSubscriberPanic`]). This needs a subscriber that reports its current span (`current_span`), as
 //! tracing-subscriber's `Registry` does; with others only the green thread's own span
 //! is entered and exited.
 
