@@ -542,23 +542,21 @@ pub(crate) fn overflow_at(address: usize) -> Option<crate::overflow::Overflow> {
 #[inline]
 pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
     debug_assert!(green.state.load() & crate::state::RUNNING != 0);
-    let outer = CURRENT.replace(Some(NonNull::from(green)));
     #[cfg(feature = "tracing")]
     // SAFETY: `wants_slice` wants its resumer; the caller holds it RUNNING on its home
     // thread, so that is us.
     if crate::trace::listening() && unsafe { green.trace.wants_slice() } {
         // SAFETY: forwarded from the caller.
-        unsafe { switch_in_traced(green, outer) };
+        unsafe { switch_in_traced(green) };
     } else {
         // SAFETY: forwarded from the caller.
-        unsafe { switch_in(green) };
+        unsafe { switch_in_as_current(green) };
     }
     #[cfg(not(feature = "tracing"))]
     // SAFETY: forwarded from the caller.
     unsafe {
-        switch_in(green)
+        switch_in_as_current(green)
     };
-    CURRENT.set(outer);
     // SAFETY: the green thread wrote `why` before switching back; it is suspended now.
     unsafe { (*green.run.get()).why }
 }
@@ -567,27 +565,38 @@ pub(crate) unsafe fn resume(green: &GreenThread) -> Suspend {
 /// halves are calls that return before and after the switch, so the switch itself is
 /// at the same call depth as the untraced one (see [`crate::trace::enter_slice`]).
 ///
+/// The halves run subscriber callbacks (new_span, enter, exit, close) on the resumer's
+/// stack, before the green thread is marked current and after it is unmarked: a
+/// callback that suspends "the current green thread" (a yield, a pending `block_on`)
+/// must never switch out of the resumer's stack.
+///
 /// # Safety
 /// As for [`resume`].
 #[cfg(feature = "tracing")]
 #[inline(always)]
-unsafe fn switch_in_traced(green: &GreenThread, outer: Option<NonNull<GreenThread>>) {
-    // The slice's halves run subscriber callbacks (new_span, enter, exit, close) on the
-    // resumer's stack, not the green thread's: they must not see it as the current
-    // green thread, or a callback that suspends "the current green thread" (a yield, a
-    // `block_on` that is pending) would switch out of the resumer's stack.
-    CURRENT.set(outer);
+unsafe fn switch_in_traced(green: &GreenThread) {
     // SAFETY: the caller holds it RUNNING on its home thread (resume's contract): we
     // are its resumer, about to switch in.
     let slice = unsafe { crate::trace::enter_slice(&green.trace, &green.identity) };
-    CURRENT.set(Some(NonNull::from(green)));
     // SAFETY: forwarded from the caller.
-    unsafe { switch_in(green) };
-    CURRENT.set(outer);
+    unsafe { switch_in_as_current(green) };
     if let Some(slice) = slice {
         // SAFETY: the same resumer, switched back to, ending the slice it began.
         unsafe { crate::trace::exit_slice(&green.trace, slice) };
     }
+}
+
+/// [`switch_in`], with `green` marked as this thread's current green thread for exactly
+/// as long as it runs.
+///
+/// # Safety
+/// As for [`resume`].
+#[inline(always)]
+unsafe fn switch_in_as_current(green: &GreenThread) {
+    let outer = CURRENT.replace(Some(NonNull::from(green)));
+    // SAFETY: forwarded from the caller.
+    unsafe { switch_in(green) };
+    CURRENT.set(outer);
 }
 
 /// Switches from the resumer into `green` until it switches back.
