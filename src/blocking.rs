@@ -17,11 +17,11 @@
 //! ```
 
 use crate::bridge::{self, Caller};
-use crate::runtime::context::Local;
+use crate::runtime::context::{self, Local};
 use crate::JoinHandle;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ struct State {
 /// One idle pool thread's wake-up.
 struct Sleeper {
     /// Set (under the state lock) by whoever took it out of `sleepers` to wake it.
-    woken: std::sync::atomic::AtomicBool,
+    woken: AtomicBool,
     condvar: Condvar,
 }
 
@@ -140,7 +140,7 @@ impl Pool {
 
 fn run(inner: Arc<Inner>) {
     let me = Arc::new(Sleeper {
-        woken: std::sync::atomic::AtomicBool::new(false),
+        woken: AtomicBool::new(false),
         condvar: Condvar::new(),
     });
     let mut state = inner.lock();
@@ -200,13 +200,13 @@ where
         // (no pool thread could start), the job is on the submitter's thread, often a
         // green thread, whose context must stay current (a pool context entered there
         // would stay current on the worker while `f` suspends the green thread).
-        let local = Local::blocking_pool(handle);
-        let entered = crate::runtime::context::with_local(|_| ())
-            .is_none()
-            .then(|| crate::runtime::context::enter(&local));
-        let outcome = catch_unwind(AssertUnwindSafe(f));
-        drop(entered);
-        drop(local);
+        let outcome = if context::with_local(|_| ()).is_none() {
+            let local = Local::blocking_pool(handle);
+            let _entered = context::enter(&local);
+            catch_unwind(AssertUnwindSafe(f))
+        } else {
+            catch_unwind(AssertUnwindSafe(f))
+        };
         let _ = tx.send(outcome);
     }));
     rx

@@ -683,6 +683,30 @@ pub(crate) fn abort_with(msg: &str) -> ! {
     std::process::abort()
 }
 
+/// Aborts the process, saying `why`, if dropped while armed: it guards code that must
+/// not unwind, because unwinding would strand a green thread (a scheduler loop, a
+/// tracing slice around a switch). The panic's own message is printed by the panic hook
+/// before the drop runs. [`disarm`](AbortOnUnwind::disarm) it on the normal way out.
+pub(crate) struct AbortOnUnwind(&'static str);
+
+impl AbortOnUnwind {
+    #[inline(always)]
+    pub(crate) fn new(why: &'static str) -> AbortOnUnwind {
+        AbortOnUnwind(why)
+    }
+
+    #[inline(always)]
+    pub(crate) fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        abort_with(self.0);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Waking.
 // ---------------------------------------------------------------------------------

@@ -300,9 +300,9 @@ impl StackPool {
     /// its floor within some 36 periods of the load going away (30 capped trims, then
     /// six halvings).
     ///
-    /// Cheap when nothing is due (no clock read when the pool is at its floor with every stack released). Returns
-    /// when the caller should call again, `None` while there is nothing to trim: a
-    /// worker about to park sleeps no later than that.
+    /// Cheap when nothing is due (no clock read when the pool is at its floor with every
+    /// stack released). Returns when the caller should call again, `None` while there is
+    /// nothing to trim: a worker about to park sleeps no later than that.
     pub(crate) fn trim_if_due(&mut self, now: impl FnOnce() -> Instant) -> Option<Instant> {
         if self.has_trim_work() {
             let now = now();

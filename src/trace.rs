@@ -48,11 +48,13 @@
 //! the green thread current only around the switch itself), so a subscriber callback
 //! that tries to suspend "the current green thread" there cannot switch off the
 //! resumer's stack: it panics instead, and any panic from a subscriber in a half aborts
-//! the process with a message saying so ([`AbortOnSubscriberPanic`]). This needs a subscriber that reports its current span (`current_span`), as
-//! tracing-subscriber's `Registry` does; with others only the green thread's own span
-//! is entered and exited.
+//! the process with a message saying so ([`SUBSCRIBER_PANICKED`]).
+//!
+//! Saving and restoring user spans needs a subscriber that reports its current span
+//! (`current_span`), as tracing-subscriber's `Registry` does; with others only the green
+//! thread's own span is entered and exited.
 
-use crate::green::{Green, GreenId};
+use crate::green::{AbortOnUnwind, Green, GreenId};
 use std::cell::UnsafeCell;
 use tracing::dispatcher::{self, Dispatch};
 use tracing::span::Id;
@@ -328,33 +330,25 @@ pub(crate) struct Slice {
 /// (so no other thread resumes it meanwhile) and is about to switch into it.
 #[inline(never)]
 pub(crate) unsafe fn enter_slice(trace: &GreenTrace, identity: &Green) -> Option<Slice> {
-    let guard = AbortOnSubscriberPanic;
+    let guard = AbortOnUnwind::new(SUBSCRIBER_PANICKED);
     // SAFETY: forwarded from the caller.
     let slice = unsafe { enter_slice_unguarded(trace, identity) };
-    std::mem::forget(guard);
+    guard.disarm();
     slice
 }
 
-/// Aborts if dropped, i.e. if a subscriber's callback panics during a switch.
+/// Why a slice aborts when a subscriber's callback panics in it.
 ///
 /// The resumer runs the slice's halves around the switch, with the green thread held
-/// RUNNING and marked current on this thread. A panic unwinding from there would leave
-/// it held forever (a started green thread never moves to another thread, and nothing
-/// would resume it again) and unwind the worker's scheduler loop. The panic's own
-/// message is printed by the panic hook before this runs.
-struct AbortOnSubscriberPanic;
+/// RUNNING. A panic unwinding from there would leave it held forever (a started green
+/// thread never moves to another thread, and nothing would resume it again) and unwind
+/// the worker's scheduler loop.
+const SUBSCRIBER_PANICKED: &str =
+    "a tracing subscriber panicked while greenrt switched a green thread in or out \
+     (entering or exiting its spans; see the panic message above): unwinding from there \
+     would strand that green thread and its worker";
 
-impl Drop for AbortOnSubscriberPanic {
-    fn drop(&mut self) {
-        crate::green::abort_with(
-            "a tracing subscriber panicked while greenrt switched a green thread in or out \
-             (entering or exiting its spans; see the panic message above): unwinding from \
-             there would strand that green thread and its worker",
-        );
-    }
-}
-
-/// [`enter_slice`]'s work, which it runs under [`AbortOnSubscriberPanic`].
+/// [`enter_slice`]'s work, which it runs under an [`AbortOnUnwind`] guard.
 ///
 /// # Safety
 /// As for [`enter_slice`].
@@ -419,13 +413,13 @@ unsafe fn enter_slice_unguarded(trace: &GreenTrace, identity: &Green) -> Option<
 /// back to by the green thread.
 #[inline(never)]
 pub(crate) unsafe fn exit_slice(trace: &GreenTrace, slice: Slice) {
-    let guard = AbortOnSubscriberPanic;
+    let guard = AbortOnUnwind::new(SUBSCRIBER_PANICKED);
     // SAFETY: forwarded from the caller.
     unsafe { exit_slice_unguarded(trace, slice) };
-    std::mem::forget(guard);
+    guard.disarm();
 }
 
-/// [`exit_slice`]'s work, which it runs under [`AbortOnSubscriberPanic`].
+/// [`exit_slice`]'s work, which it runs under an [`AbortOnUnwind`] guard.
 ///
 /// # Safety
 /// As for [`exit_slice`].

@@ -57,18 +57,12 @@ where
     // leave its stack pointing at freed borrows: abort instead. The green thread's own
     // panics are caught on its stack, so what could unwind here is code this loop calls:
     // a tracing subscriber's callback at a switch, or a timer's waker.
-    struct AbortOnUnwind;
-    impl Drop for AbortOnUnwind {
-        fn drop(&mut self) {
-            green::abort_with(
-                "a panic unwound out of Runtime::run's scheduler loop (see the panic \
-                 message above: it came from code the loop calls, such as a tracing \
-                 subscriber's callback at a switch or a timer's waker) while its green \
-                 thread, which borrows from the caller's frame, was suspended",
-            );
-        }
-    }
-    let bomb = AbortOnUnwind;
+    let bomb = green::AbortOnUnwind::new(
+        "a panic unwound out of Runtime::run's scheduler loop (see the panic message \
+         above: it came from code the loop calls, such as a tracing subscriber's callback \
+         at a switch or a timer's waker) while its green thread, which borrows from the \
+         caller's frame, was suspended",
+    );
     loop {
         // SAFETY: the host green thread is RUNNING, held by this frame (an Arc), was
         // prepared by new_host, and its home is this thread.
@@ -98,7 +92,7 @@ where
             }
         }
     }
-    std::mem::forget(bomb);
+    bomb.disarm();
     // SAFETY: it completed; we hold it.
     let finished = unsafe { green.take_finished() };
     if let Some(stack) = finished.stack {

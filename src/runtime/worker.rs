@@ -204,14 +204,14 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         worker: Some(core),
         blocking_pool: false,
     };
-    run_core(&local, index);
+    run_core(&local);
     drop(local);
     // Out of the runtime's context and done with the core: maybe the final sweep.
     shared.worker_exited();
 }
 
 /// Runs the worker's core until shutdown, then cancels what it owns.
-fn run_core(local: &Local, index: usize) {
+fn run_core(local: &Local) {
     let _enter = super::context::enter(local);
     let core = local.worker.as_ref().expect("worker core");
     // Green threads, futures and the panics of both are caught where they run, so a
@@ -220,23 +220,15 @@ fn run_core(local: &Local, index: usize) {
     // it runs. Unwinding on would end the worker and strand, forever, every green
     // thread that started here (they never move to another worker): a hang with no
     // error. Abort instead, saying why; the panic's own message is already printed.
-    struct AbortOnUnwind(usize);
-    impl Drop for AbortOnUnwind {
-        fn drop(&mut self) {
-            crate::green::abort_with(&format!(
-                "a panic unwound out of worker {}'s scheduler loop (see the panic \
-                 message above: it came from code the scheduler calls, such as a \
-                 tracing subscriber's callback at a switch or a waker or destructor it \
-                 ran); without that worker the green threads started on it could never \
-                 run again",
-                self.0
-            ));
-        }
-    }
-    let bomb = AbortOnUnwind(index);
+    let bomb = crate::green::AbortOnUnwind::new(
+        "a panic unwound out of a worker's scheduler loop (see the panic message above, \
+         which names the worker thread: it came from code the scheduler calls, such as a \
+         tracing subscriber's callback at a switch or a waker or destructor it ran); \
+         without that worker the green threads started on it could never run again",
+    );
     core.run_loop(local);
     core.shutdown();
-    std::mem::forget(bomb);
+    bomb.disarm();
     #[cfg(feature = "tracing")]
     crate::trace::worker_idle();
 }
