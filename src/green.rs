@@ -250,6 +250,21 @@ struct RunState {
     slot: usize,
 }
 
+impl RunState {
+    /// Forgets the stack of a green thread that will never finish, so nothing unmaps
+    /// memory its suspended frames may still point into, and keeps its place in the
+    /// process's live budget taken for good: its two mappings stay, and the budget
+    /// counts mappings against `vm.max_map_count`. No-op without a stack.
+    fn leak_stack(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            std::mem::forget(stack);
+            if let Some(reservation) = self.reservation.take() {
+                reservation.leak();
+            }
+        }
+    }
+}
+
 /// What a completed green thread leaves to its worker ([`GreenThread::take_finished`]).
 pub(crate) struct Finished {
     /// Its stack, for the pool (`None` for a stack it never had).
@@ -459,7 +474,7 @@ impl GreenThread {
     pub(crate) unsafe fn leak(&self) {
         // SAFETY: forwarded from the caller.
         let run = unsafe { &mut *self.run.get() };
-        std::mem::forget(run.stack.take());
+        run.leak_stack();
         // Its joiner must not wait forever: it ends, as far as anyone can see, cancelled.
         // (Its closure was moved onto the leaked stack when it started: it is never
         // dropped. The body's closure slot is empty.)
@@ -470,10 +485,9 @@ impl GreenThread {
 
 impl<B: ?Sized> Drop for GreenThread<B> {
     fn drop(&mut self) {
-        let run = self.run.get_mut();
         // A stack still here belongs to a green thread that never finished: leak it
         // rather than unmap memory its frames may point into (design.md, section 2).
-        std::mem::forget(run.stack.take());
+        self.run.get_mut().leak_stack();
     }
 }
 
@@ -643,8 +657,24 @@ pub(crate) fn suspend(green: &GreenThread, why: Suspend) {
 /// unwinding (a second unwind would abort).
 pub(crate) fn check_cancelled(green: &GreenThread) {
     if green.state.is_cancelled() && !std::thread::panicking() {
+        if cfg!(panic = "abort") {
+            cancelled_without_unwinding(green);
+        }
         std::panic::resume_unwind(Box::new(Cancelled));
     }
+}
+
+/// A started green thread was cancelled (`JoinHandle::abort`) in a program built with
+/// `panic = "abort"`: it cannot unwind, and `resume_unwind` would abort with no word of
+/// why. Say why, then abort.
+#[cold]
+fn cancelled_without_unwinding(green: &GreenThread) -> ! {
+    abort_with(&format!(
+        "green thread {} was cancelled (JoinHandle::abort) after it started, but this \
+         program is built with panic = \"abort\", so it cannot unwind. Cancel only green \
+         threads that have not started, or build with panic = \"unwind\"",
+        green.identity.id()
+    ));
 }
 
 /// The first Rust frame on every green stack, called by the arch trampoline.

@@ -315,6 +315,10 @@ impl<T> JoinHandle<T> {
     /// its next suspension point. A future task is dropped at its next poll. `join()`
     /// then returns `Err` with that payload. Cancelling a finished one does nothing.
     ///
+    /// In a program built with `panic = "abort"` a started green thread cannot unwind:
+    /// cancelling one aborts the process at its next suspension point, with a message
+    /// saying so. Unstarted green threads and future tasks are cancelled as usual.
+    ///
     /// ```
     /// # greenrt::runtime::Runtime::new().unwrap().run(|| {
     /// let sleeper = greenrt::spawn(|| greenrt::sleep(std::time::Duration::from_secs(3600)));

@@ -466,6 +466,17 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// For a green thread leaked with its stack: the stack's mappings stay for the
+    /// process's life, so its place in the process budget does too (the budget counts
+    /// mappings against `vm.max_map_count`). Its place in its runtime's cap goes back:
+    /// that cap counts unfinished green threads the runtime still runs.
+    pub(crate) fn leak(mut self) {
+        self.release_runtime_place();
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.release_runtime_place();

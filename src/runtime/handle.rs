@@ -65,7 +65,9 @@ impl Handle {
     {
         match self.spawn_green(None, None, f) {
             Ok(handle) => handle,
-            Err(error) => panic!("greenrt::spawn failed: {error}"),
+            // The same message as the error `crate::Builder::spawn` returns (the
+            // error already says that spawning failed, and why).
+            Err(error) => panic!("{error}"),
         }
     }
 

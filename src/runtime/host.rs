@@ -17,6 +17,12 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 const HOST_MIN_STACK: usize = 2 * 1024 * 1024;
 
 fn refuse_nested(what: &str) {
+    if context::in_task() {
+        panic!(
+            "{what} called in a greenrt future task: it would block a worker thread. \
+             .await the future instead (or greenrt::spawn_async it and .await its handle)"
+        );
+    }
     if context::in_runtime_thread() {
         panic!(
             "{what} called from inside a greenrt runtime (a worker, a green thread, or \

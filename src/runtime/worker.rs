@@ -751,6 +751,13 @@ impl Core {
             }
             #[cfg(feature = "tracing")]
             crate::trace::sched_event("cancel", green.identity.id());
+            if cfg!(panic = "abort") {
+                // Nothing can unwind: resumed, it would abort the process at its
+                // cancellation point. Leak it, as the docs promise for this build.
+                // SAFETY: its home thread; we hold it and never resume it again.
+                unsafe { green.leak() };
+                continue;
+            }
             // SAFETY: we hold it RUNNING (claimed), it is prepared and at home here.
             let why = unsafe { green::resume(&green) };
             if why == Suspend::Complete {
