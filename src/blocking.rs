@@ -18,6 +18,7 @@
 
 use crate::bridge::{self, Caller};
 use crate::runtime::context::{self, Local};
+use crate::runtime::Handle;
 use crate::JoinHandle;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -185,12 +186,11 @@ fn run(inner: Arc<Inner>) {
 }
 
 /// Runs `f` on the current runtime's blocking pool, sending its outcome to `tx`.
-fn submit<F, T>(f: F) -> futures::channel::oneshot::Receiver<std::thread::Result<T>>
+fn submit<F, T>(handle: Handle, f: F) -> futures::channel::oneshot::Receiver<std::thread::Result<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let handle = crate::runtime::current_or_panic("greenrt::unblock/spawn_blocking");
     let (tx, rx) = futures::channel::oneshot::channel();
     let shared = handle.shared.clone();
     shared.blocking.execute(Box::new(move || {
@@ -239,7 +239,7 @@ where
         "greenrt::unblock (in async code use `greenrt::spawn_blocking(f).await` instead)",
     ) {
         Caller::Green(_) if !std::thread::panicking() => {
-            let rx = submit(f);
+            let rx = submit(crate::runtime::current_or_panic("greenrt::unblock"), f);
             match bridge::block_on_named(rx, "greenrt::unblock") {
                 Ok(Ok(value)) => value,
                 Ok(Err(payload)) => resume_unwind(payload),
@@ -277,13 +277,25 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let handle = crate::runtime::current_or_panic("greenrt::spawn_blocking");
+    spawn_blocking_on(
+        &crate::runtime::current_or_panic("greenrt::spawn_blocking"),
+        f,
+    )
+}
+
+/// [`spawn_blocking`] on `handle`'s runtime (`Handle::spawn_blocking`,
+/// `Runtime::spawn_blocking`), from anywhere.
+pub(crate) fn spawn_blocking_on<F, T>(handle: &Handle, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     if handle.shared.is_shutdown() {
         // Like any spawn once shutdown began: the job never runs (`spawn_async` drops
         // it unpolled) and the handle reports `Cancelled`.
         return handle.spawn_async(async move { f() });
     }
-    let rx = submit(f);
+    let rx = submit(handle.clone(), f);
     handle.spawn_async(async move {
         match rx.await {
             Ok(Ok(value)) => value,

@@ -207,13 +207,43 @@ fn connect_timeout_of_zero_is_invalid_input_as_in_std() {
 fn a_name_lookup_in_a_future_task_panics_naming_the_way_out() {
     let rt = runtime(1);
     let payload = rt
-        .block_on(rt.spawn_async(async { TcpListener::bind("localhost:0").map(drop) }))
+        .block_on(rt.spawn_async(async { TcpListener::bind("greenrt-test.invalid:0").map(drop) }))
         .unwrap_err();
     let text = panic_message(&*payload);
     assert!(
         text.contains("TcpListener::bind")
-            && text.contains("\"localhost\"")
+            && text.contains("\"greenrt-test.invalid\"")
             && text.contains("spawn_blocking"),
         "the panic names the call and the fix: {text}"
     );
+}
+
+/// `localhost` needs no lookup (RFC 6761): the blocking-style calls that need no wait
+/// (`bind`, UDP `connect`) take it in a future task too, where another name would need
+/// a lookup that blocks the worker (and `bind` has no `_async` form).
+#[test]
+fn localhost_works_in_a_future_task_without_a_lookup() {
+    let rt = runtime(1);
+    let echoed = rt
+        .block_on(rt.spawn_async(async {
+            let listener = TcpListener::bind("localhost:0")?;
+            let port = listener.local_addr()?.port();
+            let socket = greenrt::net::UdpSocket::bind("localhost:0")?;
+            socket.connect(("localhost", socket.local_addr()?.port()))?;
+            let client =
+                greenrt::spawn_async(
+                    async move { TcpStream::connect_async(("localhost", port)).await },
+                );
+            let (accepted, _) = listener.accept_async().await?;
+            let connected = client.await.unwrap()?;
+            assert_eq!(accepted.peer_addr()?, connected.local_addr()?);
+            let own = ("localhost", socket.local_addr()?.port());
+            socket.send_to_async(b"ping", own).await?;
+            let mut buf = [0; 4];
+            let n = socket.recv_from_async(&mut buf).await?.0;
+            std::io::Result::Ok(buf[..n].to_vec())
+        }))
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, b"ping");
 }

@@ -67,6 +67,16 @@ impl sealed::Sealed for (&str, u16) {
         }
     }
 }
+
+/// `localhost` and names under it (`app.localhost`), any case, with or without the
+/// final dot: loopback by definition (RFC 6761, section 6.3).
+fn is_localhost(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host).as_bytes();
+    let suffix = b"localhost";
+    host.len() >= suffix.len()
+        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        && (host.len() == suffix.len() || host[host.len() - suffix.len() - 1] == b'.')
+}
 impl sealed::Sealed for (String, u16) {
     fn to_addrs(&self) -> io::Result<Addrs> {
         (self.0.as_str(), self.1).to_addrs()
@@ -105,7 +115,8 @@ fn lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
 
 /// Resolves for the blocking-style call `what`: a lookup runs on the blocking pool from
 /// a green thread, inline on a plain thread. In a future task a lookup would block the
-/// worker, and `what` may have no `_async` form: that panics, naming the way out.
+/// worker, and `what` may have no `_async` form (`bind`): `localhost` is taken as
+/// `127.0.0.1`, then `::1`, without one; any other name panics, naming the way out.
 pub(crate) fn resolve<A: ToSocketAddrs + ?Sized>(
     addr: &A,
     what: &str,
@@ -114,6 +125,9 @@ pub(crate) fn resolve<A: ToSocketAddrs + ?Sized>(
         Addrs::Ready(addrs) => Ok(addrs),
         Addrs::Lookup(host, port) => {
             if crate::runtime::context::in_task() {
+                if is_localhost(&host) {
+                    return Ok(loopback(port));
+                }
                 panic!(
                     "{what} with the host name {host:?} called inside a future task: looking \
                      the name up would block the worker thread. Use the `_async` form where \
@@ -129,6 +143,14 @@ pub(crate) fn resolve<A: ToSocketAddrs + ?Sized>(
             }
         }
     }
+}
+
+/// `localhost`'s addresses, without a lookup.
+fn loopback(port: u16) -> Vec<SocketAddr> {
+    vec![
+        (Ipv4Addr::LOCALHOST, port).into(),
+        (Ipv6Addr::LOCALHOST, port).into(),
+    ]
 }
 
 /// Resolves for async code: a lookup runs on the blocking pool when there is a runtime.
@@ -167,4 +189,25 @@ pub(crate) fn each_addr<T>(
             "could not resolve to any addresses",
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn localhost_names_are_recognised() {
+        for name in ["localhost", "LocalHost", "localhost.", "app.localhost"] {
+            assert!(is_localhost(name), "{name}");
+        }
+        for name in [
+            "notlocalhost",
+            "localhost.example",
+            "example.com",
+            "localhos",
+            "",
+        ] {
+            assert!(!is_localhost(name), "{name}");
+        }
+    }
 }

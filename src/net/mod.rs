@@ -17,6 +17,15 @@
 //!   non-blocking underneath, and a plain thread waits for readiness with `poll(2)`,
 //!   which behaves like a blocking call (including the read/write timeouts).
 //!
+//! Each type has `try_clone` (a second handle on a `dup`ed fd, as with std), the std
+//! conversions (`from_std`/`into_std` and `From`, timeouts carried over both ways) and
+//! `AsRawFd`/`AsFd`/`FromRawFd`/`IntoRawFd`.
+//!
+//! The types implement both `std::io::Read`/`Write` and `futures::io::AsyncRead`/
+//! `AsyncWrite`, so with both `std::io::Read` and `futures::io::AsyncReadExt` in scope
+//! a call like `stream.read(&mut buf)` is ambiguous (error E0034): import only the one
+//! the code uses, or write `Read::read(&mut stream, &mut buf)`.
+//!
 //! Read and write timeouts return `ErrorKind::TimedOut` everywhere (std returns
 //! `WouldBlock` on Unix). Host names (`"localhost:80"`) are resolved on the blocking
 //! pool ([`crate::unblock`]) when called from a green thread or async code, never with
@@ -51,6 +60,33 @@
 //! })?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
+
+/// `FromRawFd` and `IntoRawFd` for a socket type, through its std counterpart `$std`
+/// (and the two `From` conversions between them).
+macro_rules! raw_fd_conversions {
+    ($ty:ident, $std:ty) => {
+        impl std::os::fd::FromRawFd for $ty {
+            /// Takes ownership of `fd`, a socket of this kind, as std's `from_raw_fd`
+            /// does, and switches it to non-blocking mode.
+            ///
+            /// # Panics
+            /// If it cannot be switched (`fcntl` fails: `fd` is not an open file).
+            unsafe fn from_raw_fd(fd: std::os::fd::RawFd) -> $ty {
+                // SAFETY: the caller's contract is std's own: `fd` is open, owned by the
+                // caller and handed over, and a socket of this kind.
+                $ty::from(unsafe { <$std as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+            }
+        }
+
+        impl std::os::fd::IntoRawFd for $ty {
+            /// Gives up the fd, deregistered from the reactor and back in blocking mode
+            /// (as `into_std` does).
+            fn into_raw_fd(self) -> std::os::fd::RawFd {
+                std::os::fd::IntoRawFd::into_raw_fd(<$std>::from(self))
+            }
+        }
+    };
+}
 
 mod addr;
 mod source;

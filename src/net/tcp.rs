@@ -83,6 +83,31 @@ impl TcpListener {
         self.inner.io.local_addr()
     }
 
+    /// A second handle to the same listening socket (`dup`), like std's `try_clone`:
+    /// green threads on either handle accept from one queue.
+    pub fn try_clone(&self) -> io::Result<TcpListener> {
+        let fd = self.as_fd().try_clone_to_owned()?;
+        // The duplicate shares the file's non-blocking flag.
+        Ok(TcpListener {
+            inner: Source::new(mio::net::TcpListener::from_std(fd.into())),
+        })
+    }
+
+    /// Sets `IP_TTL` on the socket (the TTL of the connections it accepts).
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.inner.io.set_ttl(ttl)
+    }
+
+    /// `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.inner.io.ttl()
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.inner.io.take_error()
+    }
+
     /// Wraps a std listener (switching it to non-blocking mode).
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
@@ -225,16 +250,61 @@ impl TcpStream {
         Ok(self.write_timeout.get())
     }
 
-    /// Wraps a std stream (switching it to non-blocking mode).
-    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
-        stream.set_nonblocking(true)?;
-        Ok(TcpStream::from_mio(mio::net::TcpStream::from_std(stream)))
+    /// Receives data without taking it off the socket's queue: the next read returns it
+    /// again. Waits like [`read`](Read::read), under the read timeout.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = self.read_timeout.get();
+        self.inner
+            .do_io(Direction::Read, timeout, "TcpStream::peek", |s| s.peek(buf))
     }
 
-    /// The std stream, back in blocking mode (its timeouts are not carried over).
+    /// A second handle to the same connection (`dup`), like std's `try_clone`: for
+    /// example one green thread reads from one handle while another writes to the
+    /// other. The clone starts with this handle's read and write timeouts; after that
+    /// each handle keeps its own (std's clones share them, as socket options).
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        let fd = self.as_fd().try_clone_to_owned()?;
+        // The duplicate shares the file's non-blocking flag.
+        let clone = TcpStream::from_mio(mio::net::TcpStream::from_std(fd.into()));
+        clone.read_timeout.set(self.read_timeout.get())?;
+        clone.write_timeout.set(self.write_timeout.get())?;
+        Ok(clone)
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.inner.io.set_ttl(ttl)
+    }
+
+    /// `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.inner.io.ttl()
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.inner.io.take_error()
+    }
+
+    /// Wraps a std stream (switching it to non-blocking mode). Its read and write
+    /// timeouts carry over.
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        let (read, write) = (stream.read_timeout()?, stream.write_timeout()?);
+        stream.set_nonblocking(true)?;
+        let stream = TcpStream::from_mio(mio::net::TcpStream::from_std(stream));
+        stream.read_timeout.set(read)?;
+        stream.write_timeout.set(write)?;
+        Ok(stream)
+    }
+
+    /// The std stream, back in blocking mode, with this stream's read and write
+    /// timeouts.
     pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        let (read, write) = (self.read_timeout.get(), self.write_timeout.get());
         let stream = std::net::TcpStream::from(self.inner.into_inner());
         stream.set_nonblocking(false)?;
+        stream.set_read_timeout(read)?;
+        stream.set_write_timeout(write)?;
         Ok(stream)
     }
 }
@@ -460,3 +530,6 @@ impl From<TcpListener> for std::net::TcpListener {
             .expect("std::net::TcpListener::from(greenrt::net::TcpListener): cannot make the socket blocking; use TcpListener::into_std to handle the error")
     }
 }
+
+raw_fd_conversions!(TcpStream, std::net::TcpStream);
+raw_fd_conversions!(TcpListener, std::net::TcpListener);

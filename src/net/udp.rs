@@ -117,26 +117,101 @@ impl UdpSocket {
         self.inner.io.peer_addr()
     }
 
-    /// Receives longer than this fail with `ErrorKind::TimedOut`.
+    /// Receives longer than this fail with `ErrorKind::TimedOut` (green and plain
+    /// alike). `None` (the default) waits forever; a zero duration is an `InvalidInput`
+    /// error.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.read_timeout.set(timeout)
     }
 
-    /// Sends longer than this fail with `ErrorKind::TimedOut`.
+    /// Sends longer than this fail with `ErrorKind::TimedOut`. See
+    /// [`set_read_timeout`](UdpSocket::set_read_timeout).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.write_timeout.set(timeout)
     }
 
-    /// Wraps a std socket (switching it to non-blocking mode).
-    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
-        socket.set_nonblocking(true)?;
-        Ok(UdpSocket::from_mio(mio::net::UdpSocket::from_std(socket)))
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.read_timeout.get())
     }
 
-    /// The std socket, back in blocking mode.
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.write_timeout.get())
+    }
+
+    /// Receives a datagram without taking it off the queue, with its sender's address.
+    /// Waits like [`recv_from`](UdpSocket::recv_from).
+    pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let timeout = self.read_timeout.get();
+        self.inner
+            .do_io(Direction::Read, timeout, "UdpSocket::peek_from", |s| {
+                s.peek_from(buf)
+            })
+    }
+
+    /// Receives a datagram from the connected peer without taking it off the queue.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = self.read_timeout.get();
+        self.inner
+            .do_io(Direction::Read, timeout, "UdpSocket::peek", |s| s.peek(buf))
+    }
+
+    /// A second handle to the same socket (`dup`), like std's `try_clone`. The clone
+    /// starts with this handle's timeouts; after that each handle keeps its own.
+    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+        let fd = self.as_fd().try_clone_to_owned()?;
+        // The duplicate shares the file's non-blocking flag.
+        let clone = UdpSocket::from_mio(mio::net::UdpSocket::from_std(fd.into()));
+        clone.read_timeout.set(self.read_timeout.get())?;
+        clone.write_timeout.set(self.write_timeout.get())?;
+        Ok(clone)
+    }
+
+    /// Sets `SO_BROADCAST`: whether datagrams may go to a broadcast address.
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        self.inner.io.set_broadcast(on)
+    }
+
+    /// `SO_BROADCAST`.
+    pub fn broadcast(&self) -> io::Result<bool> {
+        self.inner.io.broadcast()
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.inner.io.set_ttl(ttl)
+    }
+
+    /// `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.inner.io.ttl()
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.inner.io.take_error()
+    }
+
+    /// Wraps a std socket (switching it to non-blocking mode). Its read and write
+    /// timeouts carry over.
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        let (read, write) = (socket.read_timeout()?, socket.write_timeout()?);
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_mio(mio::net::UdpSocket::from_std(socket));
+        socket.read_timeout.set(read)?;
+        socket.write_timeout.set(write)?;
+        Ok(socket)
+    }
+
+    /// The std socket, back in blocking mode, with this socket's read and write
+    /// timeouts.
     pub fn into_std(self) -> io::Result<std::net::UdpSocket> {
+        let (read, write) = (self.read_timeout.get(), self.write_timeout.get());
         let socket = std::net::UdpSocket::from(std::os::fd::OwnedFd::from(self.inner.into_inner()));
         socket.set_nonblocking(false)?;
+        socket.set_read_timeout(read)?;
+        socket.set_write_timeout(write)?;
         Ok(socket)
     }
 }
@@ -177,3 +252,5 @@ impl From<UdpSocket> for std::net::UdpSocket {
             .expect("std::net::UdpSocket::from(greenrt::net::UdpSocket): cannot make the socket blocking; use UdpSocket::into_std to handle the error")
     }
 }
+
+raw_fd_conversions!(UdpSocket, std::net::UdpSocket);

@@ -77,6 +77,20 @@ impl UnixListener {
         self.inner.io.local_addr()
     }
 
+    /// A second handle to the same listening socket (`dup`), like std's `try_clone`.
+    pub fn try_clone(&self) -> io::Result<UnixListener> {
+        let fd = self.as_fd().try_clone_to_owned()?;
+        // The duplicate shares the file's non-blocking flag.
+        Ok(UnixListener {
+            inner: Source::new(mio::net::UnixListener::from_std(fd.into())),
+        })
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.inner.io.take_error()
+    }
+
     /// Wraps a std listener (switching it to non-blocking mode).
     pub fn from_std(listener: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
         listener.set_nonblocking(true)?;
@@ -193,18 +207,43 @@ impl UnixStream {
         Ok(self.write_timeout.get())
     }
 
-    /// Wraps a std stream (switching it to non-blocking mode).
-    pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
-        stream.set_nonblocking(true)?;
-        Ok(UnixStream::from_mio(mio::net::UnixStream::from_std(stream)))
+    /// A second handle to the same connection (`dup`), like std's `try_clone`. The
+    /// clone starts with this handle's timeouts; after that each handle keeps its own.
+    pub fn try_clone(&self) -> io::Result<UnixStream> {
+        let fd = self.as_fd().try_clone_to_owned()?;
+        // The duplicate shares the file's non-blocking flag.
+        let clone = UnixStream::from_mio(mio::net::UnixStream::from_std(fd.into()));
+        clone.read_timeout.set(self.read_timeout.get())?;
+        clone.write_timeout.set(self.write_timeout.get())?;
+        Ok(clone)
     }
 
-    /// The std stream, back in blocking mode (its timeouts are not carried over).
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.inner.io.take_error()
+    }
+
+    /// Wraps a std stream (switching it to non-blocking mode). Its read and write
+    /// timeouts carry over.
+    pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        let (read, write) = (stream.read_timeout()?, stream.write_timeout()?);
+        stream.set_nonblocking(true)?;
+        let stream = UnixStream::from_mio(mio::net::UnixStream::from_std(stream));
+        stream.read_timeout.set(read)?;
+        stream.write_timeout.set(write)?;
+        Ok(stream)
+    }
+
+    /// The std stream, back in blocking mode, with this stream's read and write
+    /// timeouts.
     pub fn into_std(self) -> io::Result<std::os::unix::net::UnixStream> {
+        let (read, write) = (self.read_timeout.get(), self.write_timeout.get());
         let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(
             self.inner.into_inner(),
         ));
         stream.set_nonblocking(false)?;
+        stream.set_read_timeout(read)?;
+        stream.set_write_timeout(write)?;
         Ok(stream)
     }
 }
@@ -404,3 +443,6 @@ impl BacklogBackoff {
         delay
     }
 }
+
+raw_fd_conversions!(UnixStream, std::os::unix::net::UnixStream);
+raw_fd_conversions!(UnixListener, std::os::unix::net::UnixListener);

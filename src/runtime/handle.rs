@@ -71,6 +71,25 @@ impl Handle {
         }
     }
 
+    /// Runs `f` on this runtime's blocking pool, from any thread. See
+    /// [`crate::spawn_blocking`].
+    ///
+    /// ```
+    /// let rt = greenrt::runtime::Runtime::new().unwrap();
+    /// let handle = rt.handle().clone();
+    /// let job = std::thread::spawn(move || handle.spawn_blocking(|| 6 * 7))
+    ///     .join()
+    ///     .unwrap();
+    /// assert_eq!(job.join().unwrap(), 42);
+    /// ```
+    pub fn spawn_blocking<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        crate::blocking::spawn_blocking_on(self, f)
+    }
+
     /// Spawns a future task on this runtime. See [`crate::spawn_async`].
     pub fn spawn_async<F>(&self, future: F) -> JoinHandle<F::Output>
     where

@@ -380,6 +380,22 @@ impl Runtime {
         self.handle.spawn_async(future)
     }
 
+    /// Runs `f` on this runtime's blocking pool. See [`crate::spawn_blocking`].
+    ///
+    /// ```
+    /// let rt = greenrt::runtime::Runtime::new().unwrap();
+    /// let job = rt.spawn_blocking(|| std::fs::metadata("Cargo.toml").map(|m| m.len()));
+    /// assert!(job.join().unwrap()? > 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn_blocking<F, T>(&self, f: F) -> crate::JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.spawn_blocking(f)
+    }
+
     /// Runs `f` as a green thread hosted on the calling thread and returns its value.
     ///
     /// The calling thread becomes a one-green-thread scheduler: it runs `f` on a green
