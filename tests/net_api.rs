@@ -2151,3 +2151,99 @@ fn spawn_blocking_through_runtime_and_handle_from_plain_threads() {
         assert_eq!(job.join().unwrap(), 42);
     });
 }
+
+/// Whether `fd`'s open file is in non-blocking mode.
+fn is_nonblocking(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: F_GETFL only reads the flags of an fd the caller keeps open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert!(flags >= 0, "fcntl: {}", std::io::Error::last_os_error());
+    flags & libc::O_NONBLOCK != 0
+}
+
+/// `O_NONBLOCK` belongs to the socket that `try_clone`d handles share: giving one handle
+/// to std (`into_std`, `into_raw_fd`) leaves it set while another greenrt handle lives,
+/// or that handle's green threads would block their worker in the syscall. The last
+/// handle given to std gets a blocking socket, as documented.
+#[test]
+fn giving_a_clone_to_std_keeps_the_shared_socket_non_blocking_for_the_others() {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let (a, _server) = tcp_pair();
+    let std_b = a.try_clone().unwrap().into_std().unwrap();
+    assert!(
+        is_nonblocking(a.as_raw_fd()),
+        "TcpStream clone given to std"
+    );
+    drop(std_b);
+    let std_a = a.into_std().unwrap();
+    assert!(
+        !is_nonblocking(std_a.as_raw_fd()),
+        "the last handle is blocking"
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let raw = listener.try_clone().unwrap().into_raw_fd();
+    assert!(
+        is_nonblocking(listener.as_raw_fd()),
+        "TcpListener clone via raw fd"
+    );
+    // SAFETY: `into_raw_fd` handed `raw` over; closed here.
+    drop(unsafe { std::net::TcpListener::from_raw_fd(raw) });
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let std_socket = socket.try_clone().unwrap().into_std().unwrap();
+    assert!(
+        is_nonblocking(socket.as_raw_fd()),
+        "UdpSocket clone given to std"
+    );
+    drop((socket, std_socket));
+
+    let (unix, _peer) = UnixStream::pair().unwrap();
+    let std_unix = unix.try_clone().unwrap().into_std().unwrap();
+    assert!(
+        is_nonblocking(unix.as_raw_fd()),
+        "UnixStream clone given to std"
+    );
+    drop(std_unix);
+    assert!(!is_nonblocking(unix.into_std().unwrap().as_raw_fd()));
+
+    let path = tmp_path("clone-flag");
+    let unix_listener = UnixListener::bind(&path).unwrap();
+    let std_listener = unix_listener.try_clone().unwrap().into_std().unwrap();
+    assert!(
+        is_nonblocking(unix_listener.as_raw_fd()),
+        "UnixListener clone given to std"
+    );
+    drop((unix_listener, std_listener));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Each clone has its own registration: dropping one (registered) clone while a green
+/// thread waits on the other leaves the other's wait working.
+#[test]
+fn dropping_a_registered_clone_leaves_the_other_waiting_correctly() {
+    with_watchdog("drop clone while waiting", LIMIT, || {
+        let rt = runtime(1);
+        let (a, server) = tcp_pair();
+        // Register `a` (a read that times out), then clone it and wait on the clone.
+        let a = rt
+            .spawn(move || {
+                a.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                let _ = (&a).read(&mut [0u8; 1]);
+                a
+            })
+            .join()
+            .unwrap();
+        let b = a.try_clone().unwrap();
+        b.set_read_timeout(None).unwrap();
+        let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
+        let reader = rt.spawn(move || {
+            waiting_tx.send(()).unwrap();
+            let mut buf = [0u8; 4];
+            (&b).read(&mut buf).map_err(|e| e.kind())
+        });
+        waiting_rx.recv().unwrap();
+        drop(a);
+        (&server).write_all(b"hi").unwrap();
+        assert_eq!(reader.join().unwrap(), Ok(2));
+    });
+}

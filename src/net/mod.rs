@@ -19,7 +19,11 @@
 //!
 //! Each type has `try_clone` (a second handle on a `dup`ed fd, as with std), the std
 //! conversions (`from_std`/`into_std` and `From`, timeouts carried over both ways) and
-//! `AsRawFd`/`AsFd`/`FromRawFd`/`IntoRawFd`.
+//! `AsRawFd`/`AsFd`/`FromRawFd`/`IntoRawFd`. The handles of one socket share its
+//! non-blocking mode, which greenrt's waits rely on: `into_std` (and `into_raw_fd`)
+//! switches the socket back to blocking mode only when no other greenrt handle to it is
+//! left, and a std handle made from a greenrt one's fd must not switch it while greenrt
+//! handles use it.
 //!
 //! The types implement both `std::io::Read`/`Write` and `futures::io::AsyncRead`/
 //! `AsyncWrite`, so with both `std::io::Read` and `futures::io::AsyncReadExt` in scope
@@ -80,7 +84,7 @@ macro_rules! raw_fd_conversions {
 
         impl std::os::fd::IntoRawFd for $ty {
             /// Gives up the fd, deregistered from the reactor and back in blocking mode
-            /// (as `into_std` does).
+            /// unless a `try_clone` of it is still alive (as `into_std` does).
             fn into_raw_fd(self) -> std::os::fd::RawFd {
                 std::os::fd::IntoRawFd::into_raw_fd(<$std>::from(self))
             }

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,10 @@ pub(crate) struct Source<S: AsRawFd> {
     // Dropped before `io`: deregistration needs the fd still open.
     registration: OnceLock<Registration>,
     register_lock: Mutex<()>,
+    /// Shared by the handles `try_clone` made of one socket (`dup`s of one open file
+    /// description, so one `O_NONBLOCK` flag): see [`Source::has_clones`]. Set at the
+    /// first `try_clone`, so a socket never cloned allocates nothing for it.
+    clones: OnceLock<Arc<()>>,
     pub(crate) io: S,
 }
 
@@ -45,8 +49,29 @@ impl<S: AsRawFd> Source<S> {
         Source {
             registration: OnceLock::new(),
             register_lock: Mutex::new(()),
+            clones: OnceLock::new(),
             io,
         }
+    }
+
+    /// A source for `io`, a `dup` of this one's fd (`try_clone`).
+    pub(crate) fn sibling<T: AsRawFd>(&self, io: T) -> Source<T> {
+        Source {
+            registration: OnceLock::new(),
+            register_lock: Mutex::new(()),
+            clones: OnceLock::from(self.clones.get_or_init(|| Arc::new(())).clone()),
+            io,
+        }
+    }
+
+    /// Whether another greenrt handle made by `try_clone` shares this socket's open
+    /// file, and so its `O_NONBLOCK` flag: `into_std` must then leave the socket
+    /// non-blocking, or that handle's green threads would block their worker in the
+    /// syscall (and ignore their timeouts).
+    pub(crate) fn has_clones(&self) -> bool {
+        self.clones
+            .get()
+            .is_some_and(|clones| Arc::strong_count(clones) > 1)
     }
 
     pub(crate) fn into_inner(self) -> S {

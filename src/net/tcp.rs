@@ -89,7 +89,9 @@ impl TcpListener {
         let fd = self.as_fd().try_clone_to_owned()?;
         // The duplicate shares the file's non-blocking flag.
         Ok(TcpListener {
-            inner: Source::new(mio::net::TcpListener::from_std(fd.into())),
+            inner: self
+                .inner
+                .sibling(mio::net::TcpListener::from_std(fd.into())),
         })
     }
 
@@ -116,10 +118,14 @@ impl TcpListener {
         })
     }
 
-    /// The std listener, back in blocking mode.
+    /// The std listener, back in blocking mode (left non-blocking while a `try_clone`
+    /// of it is still alive: the flag is shared, and the clone's waits need it).
     pub fn into_std(self) -> io::Result<std::net::TcpListener> {
+        let shared = self.inner.has_clones();
         let listener = std::net::TcpListener::from(self.inner.into_inner());
-        listener.set_nonblocking(false)?;
+        if !shared {
+            listener.set_nonblocking(false)?;
+        }
         Ok(listener)
     }
 }
@@ -265,7 +271,11 @@ impl TcpStream {
     pub fn try_clone(&self) -> io::Result<TcpStream> {
         let fd = self.as_fd().try_clone_to_owned()?;
         // The duplicate shares the file's non-blocking flag.
-        let clone = TcpStream::from_mio(mio::net::TcpStream::from_std(fd.into()));
+        let clone = TcpStream {
+            inner: self.inner.sibling(mio::net::TcpStream::from_std(fd.into())),
+            read_timeout: Timeout::default(),
+            write_timeout: Timeout::default(),
+        };
         clone.read_timeout.set(self.read_timeout.get())?;
         clone.write_timeout.set(self.write_timeout.get())?;
         Ok(clone)
@@ -297,12 +307,16 @@ impl TcpStream {
         Ok(stream)
     }
 
-    /// The std stream, back in blocking mode, with this stream's read and write
-    /// timeouts.
+    /// The std stream, back in blocking mode (left non-blocking while a `try_clone`
+    /// of it is still alive: the flag is shared, and the clone's waits need it), with
+    /// this stream's read and write timeouts.
     pub fn into_std(self) -> io::Result<std::net::TcpStream> {
         let (read, write) = (self.read_timeout.get(), self.write_timeout.get());
+        let shared = self.inner.has_clones();
         let stream = std::net::TcpStream::from(self.inner.into_inner());
-        stream.set_nonblocking(false)?;
+        if !shared {
+            stream.set_nonblocking(false)?;
+        }
         stream.set_read_timeout(read)?;
         stream.set_write_timeout(write)?;
         Ok(stream)

@@ -162,7 +162,11 @@ impl UdpSocket {
     pub fn try_clone(&self) -> io::Result<UdpSocket> {
         let fd = self.as_fd().try_clone_to_owned()?;
         // The duplicate shares the file's non-blocking flag.
-        let clone = UdpSocket::from_mio(mio::net::UdpSocket::from_std(fd.into()));
+        let clone = UdpSocket {
+            inner: self.inner.sibling(mio::net::UdpSocket::from_std(fd.into())),
+            read_timeout: Timeout::default(),
+            write_timeout: Timeout::default(),
+        };
         clone.read_timeout.set(self.read_timeout.get())?;
         clone.write_timeout.set(self.write_timeout.get())?;
         Ok(clone)
@@ -204,12 +208,16 @@ impl UdpSocket {
         Ok(socket)
     }
 
-    /// The std socket, back in blocking mode, with this socket's read and write
-    /// timeouts.
+    /// The std socket, back in blocking mode (left non-blocking while a `try_clone`
+    /// of it is still alive: the flag is shared, and the clone's waits need it), with
+    /// this socket's read and write timeouts.
     pub fn into_std(self) -> io::Result<std::net::UdpSocket> {
         let (read, write) = (self.read_timeout.get(), self.write_timeout.get());
+        let shared = self.inner.has_clones();
         let socket = std::net::UdpSocket::from(std::os::fd::OwnedFd::from(self.inner.into_inner()));
-        socket.set_nonblocking(false)?;
+        if !shared {
+            socket.set_nonblocking(false)?;
+        }
         socket.set_read_timeout(read)?;
         socket.set_write_timeout(write)?;
         Ok(socket)

@@ -82,7 +82,9 @@ impl UnixListener {
         let fd = self.as_fd().try_clone_to_owned()?;
         // The duplicate shares the file's non-blocking flag.
         Ok(UnixListener {
-            inner: Source::new(mio::net::UnixListener::from_std(fd.into())),
+            inner: self
+                .inner
+                .sibling(mio::net::UnixListener::from_std(fd.into())),
         })
     }
 
@@ -99,12 +101,16 @@ impl UnixListener {
         })
     }
 
-    /// The std listener, back in blocking mode.
+    /// The std listener, back in blocking mode (left non-blocking while a `try_clone`
+    /// of it is still alive: the flag is shared, and the clone's waits need it).
     pub fn into_std(self) -> io::Result<std::os::unix::net::UnixListener> {
+        let shared = self.inner.has_clones();
         let listener = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(
             self.inner.into_inner(),
         ));
-        listener.set_nonblocking(false)?;
+        if !shared {
+            listener.set_nonblocking(false)?;
+        }
         Ok(listener)
     }
 }
@@ -212,7 +218,13 @@ impl UnixStream {
     pub fn try_clone(&self) -> io::Result<UnixStream> {
         let fd = self.as_fd().try_clone_to_owned()?;
         // The duplicate shares the file's non-blocking flag.
-        let clone = UnixStream::from_mio(mio::net::UnixStream::from_std(fd.into()));
+        let clone = UnixStream {
+            inner: self
+                .inner
+                .sibling(mio::net::UnixStream::from_std(fd.into())),
+            read_timeout: Timeout::default(),
+            write_timeout: Timeout::default(),
+        };
         clone.read_timeout.set(self.read_timeout.get())?;
         clone.write_timeout.set(self.write_timeout.get())?;
         Ok(clone)
@@ -234,14 +246,18 @@ impl UnixStream {
         Ok(stream)
     }
 
-    /// The std stream, back in blocking mode, with this stream's read and write
-    /// timeouts.
+    /// The std stream, back in blocking mode (left non-blocking while a `try_clone`
+    /// of it is still alive: the flag is shared, and the clone's waits need it), with
+    /// this stream's read and write timeouts.
     pub fn into_std(self) -> io::Result<std::os::unix::net::UnixStream> {
         let (read, write) = (self.read_timeout.get(), self.write_timeout.get());
+        let shared = self.inner.has_clones();
         let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(
             self.inner.into_inner(),
         ));
-        stream.set_nonblocking(false)?;
+        if !shared {
+            stream.set_nonblocking(false)?;
+        }
         stream.set_read_timeout(read)?;
         stream.set_write_timeout(write)?;
         Ok(stream)
