@@ -52,6 +52,7 @@ mod green;
 mod join;
 pub mod net;
 mod overflow;
+mod panic_hook;
 mod reactor;
 pub mod runtime;
 mod stack;
@@ -249,8 +250,8 @@ impl Builder {
         self
     }
 
-    /// Usable stack size in bytes: 16 KiB to 1 GiB, rounded up to whole pages, and to
-    /// 64 KiB when smaller (checked by [`spawn`](Builder::spawn)). See
+    /// Usable stack size in bytes: 16 KiB to 1 GiB, rounded up to whole pages (checked
+    /// by [`spawn`](Builder::spawn)). See
     /// [`runtime::Builder::stack_size`](crate::runtime::Builder::stack_size).
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);

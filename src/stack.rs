@@ -35,13 +35,6 @@ use std::time::{Duration, Instant};
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest usable stack size accepted by the builders.
 pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
-/// Smallest usable stack actually mapped: smaller accepted sizes get this much. A panic
-/// in a green thread runs std's panic hook on the green stack, and with
-/// `RUST_BACKTRACE` set, capturing and printing the backtrace needs more than 16 KiB
-/// (about 24 KiB in a release build): on a 16 KiB stack the panic became a reported
-/// stack overflow instead of the `Err` of `join()`. Stacks are virtual, so the extra
-/// pages cost nothing until touched.
-pub(crate) const MIN_MAPPED_STACK_SIZE: usize = 64 * 1024;
 /// Largest usable stack size accepted by the builders.
 pub(crate) const MAX_STACK_SIZE: usize = 1024 * 1024 * 1024;
 /// Finished stacks kept per worker for reuse. Sized for bursts: a workload with a
@@ -81,8 +74,9 @@ pub(crate) fn page_size() -> usize {
     })
 }
 
-/// Checks a user-supplied stack size and rounds it up to whole pages (and to at least
-/// [`MIN_MAPPED_STACK_SIZE`]). `setting` names the builder setting in the error message.
+/// Checks a user-supplied stack size and rounds it up to whole pages. `setting` names the
+/// builder setting in the error message. (Small stacks are fine for panics too: the
+/// panic hook of a green thread runs on another stack, see `panic_hook.rs`.)
 pub(crate) fn validate_stack_size(bytes: usize, setting: &str) -> io::Result<usize> {
     if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&bytes) {
         return Err(io::Error::new(
@@ -94,7 +88,7 @@ pub(crate) fn validate_stack_size(bytes: usize, setting: &str) -> io::Result<usi
         ));
     }
     let page = page_size();
-    Ok(bytes.max(MIN_MAPPED_STACK_SIZE).div_ceil(page) * page)
+    Ok(bytes.div_ceil(page) * page)
 }
 
 /// One mapped green stack: a guard page at the bottom, `usable` bytes above it.
@@ -669,14 +663,14 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("stack_size"), "{err}");
         assert_eq!(
-            validate_stack_size(MIN_MAPPED_STACK_SIZE + 1, "s").unwrap(),
-            MIN_MAPPED_STACK_SIZE + page_size(),
+            validate_stack_size(MIN_STACK_SIZE + 1, "s").unwrap(),
+            MIN_STACK_SIZE + page_size(),
             "rounded up to whole pages"
         );
         assert_eq!(
             validate_stack_size(MIN_STACK_SIZE, "s").unwrap(),
-            MIN_MAPPED_STACK_SIZE,
-            "accepted, and given the smallest size that can print a panic's backtrace"
+            MIN_STACK_SIZE,
+            "the smallest accepted, as is"
         );
     }
 

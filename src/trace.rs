@@ -491,8 +491,31 @@ impl Drop for SchedEventOnDrop {
     }
 }
 
-/// A worker about to park.
+/// Where a runtime's worker-level events (park) go: the dispatcher that was the default
+/// where the runtime was built, if that was a scoped one (`set_default`), since worker
+/// threads see only the global default; green threads' events follow their own
+/// dispatcher instead (see the module docs).
+pub(crate) struct RuntimeDispatch(Option<Dispatch>);
+
+impl RuntimeDispatch {
+    /// The current thread's default, kept only if it is a scoped one that listens.
+    pub(crate) fn capture() -> RuntimeDispatch {
+        if !listening() {
+            return RuntimeDispatch(None);
+        }
+        let dispatch = dispatcher::get_default(Dispatch::clone);
+        let scoped = !dispatch.is::<NoSubscriber>() && kind_of(&dispatch) != Kind::Global;
+        RuntimeDispatch(scoped.then_some(dispatch))
+    }
+}
+
+/// A worker about to park (after [`worker_idle`], so no green thread's dispatcher is
+/// installed on it).
 #[inline]
-pub(crate) fn park_event(worker: usize) {
-    tracing::trace!(target: "greenrt::sched", event = "park", worker);
+pub(crate) fn park_event(worker: usize, runtime: &RuntimeDispatch) {
+    let event = || tracing::trace!(target: "greenrt::sched", event = "park", worker);
+    match &runtime.0 {
+        Some(dispatch) => dispatcher::with_default(dispatch, event),
+        None => event(),
+    }
 }

@@ -382,8 +382,10 @@ fn a_panicking_waker_fired_by_a_worker_does_not_kill_it() {
     );
 }
 
-/// The smallest stack the builders accept still reports a panic through `join()`,
-/// with and without a backtrace (std's panic hook runs on the green stack).
+/// The smallest stack the builders accept (16 KiB, mapped as such) still reports a
+/// panic through `join()`, with and without a backtrace: the panic hook, which needs
+/// more stack than that to print a backtrace, runs on the worker's hook stack, and the
+/// backtrace it prints still walks back into the green thread's frames.
 fn smallest_stack_panics(test: &str, backtrace: &str) {
     let output = common::in_child_with(
         test,
@@ -409,6 +411,16 @@ fn smallest_stack_panics(test: &str, backtrace: &str) {
         "{}",
         common::describe_child(&output)
     );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("boom on the smallest stack"), "{stderr}");
+    if backtrace == "full" {
+        // The frames of the panicking closure and of greenrt's green entry, found
+        // by walking from the hook stack back onto the green stack.
+        assert!(
+            stderr.contains("smallest_stack_panics") && stderr.contains("green_main"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

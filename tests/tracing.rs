@@ -282,6 +282,39 @@ fn scheduler_events_are_trace_level_under_greenrt_sched() {
     assert!(spawn.fields.contains("id="), "{spawn:?}");
 }
 
+/// Worker threads see only the global default, yet a scoped subscriber set where the
+/// runtime was built gets the workers' park events too (spawn, steal and wake follow
+/// the green thread's own dispatcher).
+#[test]
+fn a_scoped_subscriber_sees_the_workers_park_events() {
+    let (recorder, _guard) = recorder();
+    let rt = runtime(2);
+    rt.run(|| greenrt::spawn(|| ()).join().unwrap());
+    // Both workers park once they run out of work (no timing: wait until they have).
+    let parked = |events: &[EventInfo]| {
+        events
+            .iter()
+            .filter(|e| e.target == "greenrt::sched" && e.fields.contains("event=\"park\""))
+            .map(|e| e.fields.clone())
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while parked(&recorder.events.lock().unwrap()).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no park events from both workers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let events = recorder.events.lock().unwrap();
+    let park = events
+        .iter()
+        .find(|e| e.fields.contains("event=\"park\""))
+        .unwrap();
+    assert_eq!(park.level, Level::TRACE);
+    assert!(park.fields.contains("worker="), "{park:?}");
+}
+
 #[test]
 fn blocking_while_unwinding_warns_naming_the_green_thread() {
     let (recorder, _guard) = recorder();

@@ -10,7 +10,8 @@
 //!   into a trampoline that calls the green thread's entry function.
 //!
 //! Beside them, [`prefetch`]: a cache hint the scheduler gives for the context it will
-//! switch to next.
+//! switch to next; and [`call_on_stack`], a plain call made on another stack (the panic
+//! hook of a green thread runs on a roomy stack through it, `panic_hook.rs`).
 //!
 //! It must never allocate, lock, panic or know what a green thread is: callers pass raw
 //! stack pointers and keep every invariant about who may resume what (see `green.rs`).
@@ -22,7 +23,9 @@
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86_64::{init_stack, init_stack_naked, prefetch, switch, switch_naked};
+pub(crate) use x86_64::{
+    call_on_stack, init_stack, init_stack_naked, prefetch, switch, switch_naked,
+};
 
 #[cfg(not(all(target_arch = "x86_64", unix)))]
 compile_error!(

@@ -156,6 +156,50 @@ pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, arg: *mut u8) -> S
     sp as StackPointer
 }
 
+/// Calls `f(arg)` with the stack pointer at `top`, on another stack, and returns when it
+/// returns, back on the caller's stack. A plain call and return, so the return-stack
+/// predictor stays in step.
+///
+/// Backtraces taken inside `f` walk back through this frame to the caller's stack: its
+/// CFI computes the frame's address from rbp, which holds the caller's stack pointer
+/// for the whole call (a frame-pointer frame, as compilers emit for `alloca`).
+///
+/// # Safety
+/// - `top` must be the 16-byte-aligned end of a writable region, unused by anything
+///   else, deep enough for `f`.
+/// - `f` must not unwind (a `sysv64` function cannot), and must not switch contexts in
+///   a way that leaves this frame suspended while something else uses that region.
+#[unsafe(naked)]
+pub(crate) unsafe extern "sysv64" fn call_on_stack(
+    arg: *mut u8,
+    f: unsafe extern "sysv64" fn(*mut u8),
+    top: *mut u8,
+) {
+    naked_asm!(
+        ".cfi_startproc",
+        // A frame-pointer frame: the caller's rbp saved below the return address...
+        "push rbp",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbp, 0",
+        // ...and rbp = our stack pointer on the caller's stack. From here on the frame
+        // is found from rbp (CFA = rbp + 16), wherever rsp points.
+        "mov rbp, rsp",
+        ".cfi_def_cfa_register rbp",
+        // The other stack. `top` is 16-byte aligned, so `f` starts with rsp + 8 aligned,
+        // as after any call.
+        "mov rsp, rdx",
+        "call rsi", // f(arg): arg is already in rdi
+        // Back to the caller's stack (rbp is callee-saved, so f kept it).
+        "mov rsp, rbp",
+        ".cfi_def_cfa_register rsp",
+        "pop rbp",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore rbp",
+        "ret",
+        ".cfi_endproc",
+    )
+}
+
 // ---------------------------------------------------------------------------------
 // The measured alternative: a naked function (benches only, see the module docs).
 // ---------------------------------------------------------------------------------

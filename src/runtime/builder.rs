@@ -74,9 +74,9 @@ impl Builder {
     }
 
     /// Default usable stack size of green threads, in bytes: 16 KiB to 1 GiB, rounded
-    /// up to whole pages, and sizes below 64 KiB get 64 KiB (std's panic hook runs on
-    /// the green stack, and printing a backtrace needs more than 16 KiB); a guard page
-    /// comes on top. Default 256 KiB. Stacks are virtual: a green thread costs only the
+    /// up to whole pages; a guard page comes on top. Default 256 KiB. (A panic's hook,
+    /// which may print a backtrace, runs on a separate stack, so even the smallest
+    /// stack can panic.) Stacks are virtual: a green thread costs only the
     /// pages it touches.
     pub fn stack_size(&mut self, bytes: usize) -> &mut Builder {
         self.stack_size = bytes;

@@ -60,6 +60,9 @@ pub(crate) struct Shared {
     /// threads still running, plus [`OWNER_LEFT`] once the runtime's owner stopped
     /// waiting for them.
     sweeper: AtomicUsize,
+    /// Where worker-level tracing events go (see `crate::trace::RuntimeDispatch`).
+    #[cfg(feature = "tracing")]
+    pub(crate) trace_dispatch: crate::trace::RuntimeDispatch,
 }
 
 /// In `Shared::sweeper`: the owner gave up waiting for the workers
@@ -308,6 +311,7 @@ impl Runtime {
 
     fn start(config: Config) -> io::Result<Runtime> {
         crate::overflow::install();
+        crate::panic_hook::install();
         let deques: Vec<_> = (0..config.worker_threads)
             .map(|_| crossbeam_deque::Worker::new_fifo())
             .collect();
@@ -320,6 +324,8 @@ impl Runtime {
             idle: idle::Idle::new(config.worker_threads),
             shutdown: AtomicBool::new(false),
             sweeper: AtomicUsize::new(config.worker_threads),
+            #[cfg(feature = "tracing")]
+            trace_dispatch: crate::trace::RuntimeDispatch::capture(),
             live_greens: Arc::new(AtomicUsize::new(0)),
             tasks: TaskList::new(),
             host_stacks: Mutex::new(Vec::new()),

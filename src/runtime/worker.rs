@@ -471,7 +471,7 @@ impl Core {
         #[cfg(feature = "tracing")]
         let trace_park = || {
             crate::trace::worker_idle();
-            crate::trace::park_event(self.index);
+            crate::trace::park_event(self.index, &self.shared.trace_dispatch);
         };
         let ready = self.shared.reactor.park(self.index, timeout, || {
             let has_work = !idle.may_block(self.index, || self.has_work(local));
