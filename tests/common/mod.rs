@@ -120,19 +120,39 @@ pub fn in_child_with(
         .stderr(Stdio::piped());
     setup(&mut command);
     let mut process = command.spawn().unwrap();
+    // Drained while it runs: a child that writes more than a pipe holds (64 KiB, e.g.
+    // many panics with backtraces) would otherwise block and look hung.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(process.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(process.stderr.take().map(|p| Box::new(p) as _));
     let started = std::time::Instant::now();
-    while process.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = process.try_wait().unwrap() {
+            break status;
+        }
         if started.elapsed() > CHILD_WATCHDOG {
             process.kill().unwrap();
-            let output = process.wait_with_output().unwrap();
+            process.wait().unwrap();
             panic!(
                 "the child hung (killed after {CHILD_WATCHDOG:?}); its stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
+                String::from_utf8_lossy(&stderr.join().unwrap())
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
-    process.wait_with_output().unwrap()
 }
 
 /// [`in_child_with`] with the command as it is.
