@@ -148,6 +148,24 @@ impl Traced {
         }))
     }
 
+    /// Whether a slice of it here has nothing to tell the subscriber as it begins: its
+    /// own span is filtered out (or it has none) and created, it left no user span
+    /// entered, this is a worker (whose base is "none") and its dispatcher is already
+    /// the current one here. The common case under a filter that drops greenrt's spans
+    /// (a `fmt` subscriber at INFO): [`enter_slice`] then skips its full path.
+    #[inline(always)]
+    fn quiet_on_this_worker(&self) -> bool {
+        self.own.is_none()
+            && self.parent.is_none()
+            && self.saved.is_empty()
+            && match self.kind {
+                Kind::Scoped(key) => INSTALLED_KEY.get() == key,
+                Kind::Global => INSTALLED_KEY.get() == 0,
+                Kind::ScopedUnknown => false,
+            }
+            && crate::runtime::context::on_worker()
+    }
+
     /// At the first slice, with the green thread's dispatcher current: creates its span
     /// as a child of the parent captured at spawn.
     #[cold]
@@ -330,6 +348,27 @@ pub(crate) struct Slice {
 /// (so no other thread resumes it meanwhile) and is about to switch into it.
 #[inline(never)]
 pub(crate) unsafe fn enter_slice(trace: &GreenTrace, identity: &Green) -> Option<Slice> {
+    // SAFETY: the caller is the resumer (the contract), the only thread that touches
+    // `traced` (see the Sync impl); this shared borrow ends before the one below.
+    if let Some(traced) = unsafe { &*trace.traced.get() } {
+        if traced.quiet_on_this_worker() {
+            return Some(Slice {
+                base: None,
+                restore: None,
+            });
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { enter_slice_in_full(trace, identity) }
+}
+
+/// [`enter_slice`] when the slice has something to tell the subscriber; out of line, so
+/// the quiet path above stays a leaf that saves almost no registers.
+///
+/// # Safety
+/// As for [`enter_slice`].
+#[inline(never)]
+unsafe fn enter_slice_in_full(trace: &GreenTrace, identity: &Green) -> Option<Slice> {
     let guard = AbortOnUnwind::new(SUBSCRIBER_PANICKED);
     // SAFETY: forwarded from the caller.
     let slice = unsafe { enter_slice_unguarded(trace, identity) };
@@ -413,6 +452,33 @@ unsafe fn enter_slice_unguarded(trace: &GreenTrace, identity: &Green) -> Option<
 /// back to by the green thread.
 #[inline(never)]
 pub(crate) unsafe fn exit_slice(trace: &GreenTrace, slice: Slice) {
+    // The quiet case (see `Traced::quiet_on_this_worker`): with no own span, no base
+    // and nothing to restore, the slice ends as it began unless the green thread left a
+    // user span entered, which one question to the subscriber tells.
+    if slice.base.is_none() && slice.restore.is_none() {
+        // SAFETY: the caller is the resumer (the contract), the only thread that touches
+        // `traced` (see the Sync impl); this shared borrow ends before the one below.
+        if let Some(traced) = unsafe { &*trace.traced.get() } {
+            if traced.own.is_none() && traced.saved.is_empty() {
+                let guard = AbortOnUnwind::new(SUBSCRIBER_PANICKED);
+                let no_user_span = traced.dispatch.current_span().id().is_none();
+                guard.disarm();
+                if no_user_span {
+                    return;
+                }
+            }
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { exit_slice_in_full(trace, slice) }
+}
+
+/// [`exit_slice`] when the slice has something to tell the subscriber.
+///
+/// # Safety
+/// As for [`exit_slice`].
+#[inline(never)]
+unsafe fn exit_slice_in_full(trace: &GreenTrace, slice: Slice) {
     let guard = AbortOnUnwind::new(SUBSCRIBER_PANICKED);
     // SAFETY: forwarded from the caller.
     unsafe { exit_slice_unguarded(trace, slice) };
