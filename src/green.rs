@@ -538,13 +538,19 @@ pub(crate) fn overflow_at(address: usize) -> Option<crate::overflow::Overflow> {
     let green = unsafe { green.as_ref() };
     // SAFETY: as above.
     let stack = unsafe { (*green.run.get()).stack.as_ref()? };
-    if !stack.guard().contains(&address) {
+    let hook = crate::panic_hook::hook_stack_overflow_at(address);
+    if !hook && !stack.guard().contains(&address) {
         return None;
     }
     Some(crate::overflow::Overflow {
         name: green.identity.name().map(|name| name as *const str),
         id: green.identity.id().as_u64(),
-        stack_kib: stack.usable() / 1024,
+        stack_kib: if hook {
+            crate::panic_hook::HOOK_STACK_SIZE
+        } else {
+            stack.usable()
+        } / 1024,
+        in_hook: hook,
     })
 }
 

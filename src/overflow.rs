@@ -166,6 +166,8 @@ pub(crate) struct Overflow {
     pub(crate) name: Option<*const str>,
     pub(crate) id: u64,
     pub(crate) stack_kib: usize,
+    /// The overflow is on the green thread's panic-hook stack (panic_hook.rs).
+    pub(crate) in_hook: bool,
 }
 
 fn report(overflow: &Overflow) {
@@ -181,7 +183,11 @@ fn report(overflow: &Overflow) {
         Some(name) => out.push(unsafe { &*name }.as_bytes()),
         None => out.push_number(overflow.id as usize),
     }
-    out.push(b"' has overflowed its stack (");
+    if overflow.in_hook {
+        out.push(b"' overflowed its panic hook's stack (");
+    } else {
+        out.push(b"' has overflowed its stack (");
+    }
     out.push_number(overflow.stack_kib);
     out.push(b" KiB)\nfatal runtime error: green thread stack overflow, aborting\n");
     let len = out.len;

@@ -16,10 +16,12 @@
 //! switch frame has CFI) and end at its entry.
 //!
 //! This module owns that wrapper and the per-thread hook stacks. It must never run a
-//! hook on a hook stack that is already in use: a hook that suspends its green thread
-//! (by calling a green-blocking function) leaves its frames there until the green
-//! thread resumes, so a second panic on the same OS thread meanwhile runs its hook in
-//! place instead.
+//! hook on a hook stack that is already in use. Neither way to get there happens
+//! today: std never nests hooks on a thread (a panic inside a hook aborts), and a hook
+//! cannot suspend its green thread (green-blocking calls block in place while the
+//! thread is panicking). `IN_USE` still checks, so that neither fact is load-bearing.
+//! A hook that overflows its hook stack is reported as such by the fault handler
+//! (`overflow.rs`), which reads the guard page's range from [`GUARD`].
 //!
 //! A hook set with `std::panic::set_hook` after the first runtime started replaces the
 //! wrapper: green panics then run that hook on the green stack, as before (README,
@@ -32,7 +34,7 @@ use std::sync::Once;
 
 /// Usable size of a hook stack: far more than std's hook needs to capture, symbolize
 /// and print a backtrace (a std thread's default stack is 2 MiB; this is virtual too).
-const HOOK_STACK_SIZE: usize = 1024 * 1024;
+pub(crate) const HOOK_STACK_SIZE: usize = 1024 * 1024;
 
 static INSTALL: Once = Once::new();
 
@@ -53,6 +55,16 @@ thread_local! {
     static HOOK_STACK: RefCell<Option<HookStack>> = const { RefCell::new(None) };
     /// Whether a hook is running on this thread's hook stack right now.
     static IN_USE: Cell<bool> = const { Cell::new(false) };
+    /// The guard page of this thread's hook stack (start, end), or (0, 0): a plain
+    /// copy the fault handler can read (async-signal-safe, no destructor).
+    static GUARD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// For the fault handler (overflow.rs): whether `address` is in the guard page of this
+/// thread's hook stack while a hook runs on it.
+pub(crate) fn hook_stack_overflow_at(address: usize) -> bool {
+    let (start, end) = GUARD.get();
+    IN_USE.get() && (start..end).contains(&address)
 }
 
 /// A hook stack; leaked instead of unmapped if its thread exits while a hook's frames
@@ -63,6 +75,8 @@ impl Drop for HookStack {
     fn drop(&mut self) {
         if IN_USE.try_with(Cell::get).unwrap_or(true) {
             std::mem::forget(self.0.take());
+        } else {
+            let _ = GUARD.try_with(|guard| guard.set((0, 0)));
         }
     }
 }
@@ -85,11 +99,10 @@ fn run_hook(previous: &(dyn Fn(&PanicHookInfo<'_>) + Sync + Send), info: &PanicH
     // SAFETY: `top` is the aligned end of this thread's hook stack, mapped and owned by
     // HOOK_STACK for as long as the thread lives (or leaked, see HookStack), and unused:
     // IN_USE was false and is true until the call returns, so no other hook runs on it
-    // meanwhile, even if this one suspends its green thread (which resumes on this
-    // thread only: started green threads never move). `run_on_hook_stack` cannot
-    // unwind: a panic inside a panic hook aborts the process before any unwinding, and
-    // a `sysv64` function aborts rather than unwind anyway. `arg` points to `call`,
-    // which lives in this frame until the call returns.
+    // meanwhile (and a hook cannot suspend its green thread: see the module docs).
+    // `run_on_hook_stack` cannot unwind: a panic inside a panic hook aborts the process
+    // before any unwinding, and a `sysv64` function aborts rather than unwind anyway.
+    // `arg` points to `call`, which lives in this frame until the call returns.
     unsafe {
         crate::arch::call_on_stack(
             (&mut call as *mut &mut dyn FnMut()).cast(),
@@ -117,7 +130,10 @@ fn hook_stack_top() -> Option<*mut u8> {
         .try_with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.is_none() {
-                *slot = Some(HookStack(Some(Stack::new(HOOK_STACK_SIZE).ok()?)));
+                let stack = Stack::new(HOOK_STACK_SIZE).ok()?;
+                let guard = stack.guard();
+                GUARD.set((guard.start, guard.end));
+                *slot = Some(HookStack(Some(stack)));
             }
             slot.as_ref()?.0.as_ref().map(Stack::top)
         })

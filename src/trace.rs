@@ -561,7 +561,9 @@ impl Drop for SchedEventOnDrop {
 /// where the runtime was built, if that was a scoped one (`set_default`), since worker
 /// threads see only the global default; green threads' events follow their own
 /// dispatcher instead (see the module docs).
-pub(crate) struct RuntimeDispatch(Option<Dispatch>);
+/// Held weakly: the runtime must not keep the user's scoped subscriber alive (or feed it
+/// events) once nothing else holds it.
+pub(crate) struct RuntimeDispatch(Option<dispatcher::WeakDispatch>);
 
 impl RuntimeDispatch {
     /// The current thread's default, kept only if it is a scoped one that listens.
@@ -571,7 +573,7 @@ impl RuntimeDispatch {
         }
         let dispatch = dispatcher::get_default(Dispatch::clone);
         let scoped = !dispatch.is::<NoSubscriber>() && kind_of(&dispatch) != Kind::Global;
-        RuntimeDispatch(scoped.then_some(dispatch))
+        RuntimeDispatch(scoped.then(|| dispatch.downgrade()))
     }
 }
 
@@ -581,7 +583,10 @@ impl RuntimeDispatch {
 pub(crate) fn park_event(worker: usize, runtime: &RuntimeDispatch) {
     let event = || tracing::trace!(target: "greenrt::sched", event = "park", worker);
     match &runtime.0 {
-        Some(dispatch) => dispatcher::with_default(dispatch, event),
+        Some(weak) => match weak.upgrade() {
+            Some(dispatch) => dispatcher::with_default(&dispatch, event),
+            None => event(),
+        },
         None => event(),
     }
 }

@@ -438,3 +438,150 @@ fn the_smallest_stack_survives_a_panic_with_a_full_backtrace() {
         "full",
     );
 }
+
+// The panic hook stack (src/panic_hook.rs).
+
+static CAPTURED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+#[inline(never)]
+fn review_marker_fn(n: u32) -> u32 {
+    if n == 0 {
+        panic!("marker panic");
+    }
+    review_marker_fn(n - 1) + std::hint::black_box(1)
+}
+
+/// A hook set before the first runtime runs on the hook stack for a green thread's panic
+/// (16 KiB stack, a child run inline by its joiner): the backtrace it captures walks from
+/// the hook stack back through the green frames and ends at the green entry.
+#[test]
+fn a_hooks_backtrace_walks_from_the_hook_stack_to_the_green_entry() {
+    let out = common::in_child(
+        "a_hooks_backtrace_walks_from_the_hook_stack_to_the_green_entry",
+        "1",
+        || {
+            std::panic::set_hook(Box::new(|_| {
+                let bt = std::backtrace::Backtrace::force_capture();
+                *CAPTURED.lock().unwrap() = format!("{bt}");
+            }));
+            let rt = runtime(1);
+            rt.run(|| {
+                let r = greenrt::Builder::new()
+                    .stack_size(16 * 1024)
+                    .spawn(|| review_marker_fn(3))
+                    .unwrap()
+                    .join();
+                assert!(r.is_err());
+            });
+            println!("BT-BEGIN\n{}\nBT-END", CAPTURED.lock().unwrap());
+        },
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        common::child_finished(&out),
+        "{}",
+        common::describe_child(&out)
+    );
+    let frames: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .collect();
+    eprintln!("{}", frames.join("\n"));
+    let pos = |needle: &str| frames.iter().position(|f| f.contains(needle));
+    let hook = pos("call_on_stack").expect("call_on_stack frame");
+    let marker = pos("review_marker_fn").expect("marker frame");
+    let entry = frames
+        .iter()
+        .rposition(|f| f.contains("green_main"))
+        .expect("green_main");
+    assert!(hook < marker && marker < entry, "{stdout}");
+    assert_eq!(
+        frames.len(),
+        entry + 2,
+        "frames after the green entry:\n{stdout}"
+    );
+    assert!(frames[entry + 1].contains("trampoline"), "{stdout}");
+}
+
+/// A hook that overflows the hook stack is reported as such, naming the green thread
+/// (it used to die of a plain SIGSEGV with no word).
+#[test]
+fn a_hook_that_overflows_the_hook_stack_is_reported() {
+    let out = common::in_child(
+        "a_hook_that_overflows_the_hook_stack_is_reported",
+        "1",
+        || {
+            #[inline(never)]
+            fn recurse(n: u64) -> u64 {
+                // Never true in practice (the stack overflows first).
+                if n == u64::MAX {
+                    return 0;
+                }
+                let buf = std::hint::black_box([n; 64]);
+                recurse(n + 1) + buf[3]
+            }
+            std::panic::set_hook(Box::new(|_| {
+                recurse(0);
+            }));
+            let rt = runtime(1);
+            rt.run(|| {
+                let _ = greenrt::Builder::new()
+                    .name("overflower".into())
+                    .spawn(|| panic!("x"))
+                    .unwrap()
+                    .join();
+            });
+        },
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("green thread 'overflower' overflowed its panic hook's stack (1024 KiB)"),
+        "{}",
+        common::describe_child(&out)
+    );
+}
+
+/// A hook that calls green-blocking functions and spawns: nothing suspends while
+/// panicking (they block in place), the hook finishes and the other green threads run on.
+#[test]
+fn a_hook_that_yields_blocks_and_spawns_finishes() {
+    let out = common::in_child("a_hook_that_yields_blocks_and_spawns_finishes", "1", || {
+        std::panic::set_hook(Box::new(|_| {
+            greenrt::yield_now();
+            let v = greenrt::block_on(async { 7 });
+            assert_eq!(v, 7);
+            let h = greenrt::spawn(|| 5);
+            drop(h);
+            println!("HOOK-DONE panicking={}", std::thread::panicking());
+        }));
+        let rt = runtime(2);
+        rt.run(|| {
+            let others: Vec<_> = (0..4)
+                .map(|_| {
+                    greenrt::spawn(|| {
+                        for _ in 0..100 {
+                            assert!(!std::thread::panicking());
+                            greenrt::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            let r = greenrt::spawn(|| panic!("in hook test")).join();
+            assert!(r.is_err());
+            for o in others {
+                o.join().unwrap();
+            }
+        });
+    });
+    assert!(
+        common::child_finished(&out),
+        "{}",
+        common::describe_child(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HOOK-DONE panicking=true"));
+}

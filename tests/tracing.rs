@@ -2,6 +2,7 @@
 //! thread, scoped subscribers followed, scheduler events and warnings emitted.
 #![cfg(feature = "tracing")]
 
+mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tracing::span::{Attributes, Id};
@@ -287,6 +288,23 @@ fn scheduler_events_are_trace_level_under_greenrt_sched() {
 /// the green thread's own dispatcher).
 #[test]
 fn a_scoped_subscriber_sees_the_workers_park_events() {
+    // In a child process: tracing caches each callsite's interest process-wide, and a
+    // callsite first hit while other tests' subscribers come and go can be left with a
+    // stale "never" (a race inside tracing-core between registering a callsite and a
+    // new dispatcher), which would hide the park event from this test.
+    let output = common::in_child(
+        "a_scoped_subscriber_sees_the_workers_park_events",
+        "park",
+        scoped_subscriber_sees_park_events,
+    );
+    assert!(
+        common::child_finished(&output),
+        "{}",
+        common::describe_child(&output)
+    );
+}
+
+fn scoped_subscriber_sees_park_events() {
     let (recorder, _guard) = recorder();
     let rt = runtime(2);
     rt.run(|| greenrt::spawn(|| ()).join().unwrap());
@@ -525,4 +543,74 @@ fn green_span_is_created_on_the_worker_that_runs_it_and_keeps_its_parent_open() 
         .find(|s| s.name == "green" && s.fields.contains(&format!("id={id};")))
         .expect("a span for the spawned green thread");
     assert_eq!(green.parent.as_ref(), Some(&request_id));
+}
+
+/// The runtime holds the scoped subscriber it sends park events to weakly: once the
+/// user's scope ends, the subscriber is dropped and gets no more events.
+#[test]
+fn a_runtime_does_not_keep_a_scoped_subscriber_alive_after_its_scope() {
+    // In a child process, for the reason given in the park test above.
+    let output = common::in_child(
+        "a_runtime_does_not_keep_a_scoped_subscriber_alive_after_its_scope",
+        "weak",
+        runtime_does_not_keep_a_scoped_subscriber_alive,
+    );
+    assert!(
+        common::child_finished(&output),
+        "{}",
+        common::describe_child(&output)
+    );
+}
+
+fn runtime_does_not_keep_a_scoped_subscriber_alive() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata};
+    struct Sub {
+        parks: Arc<AtomicUsize>,
+        dropped: Arc<AtomicBool>,
+    }
+    impl Drop for Sub {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+    impl tracing::Subscriber for Sub {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, e: &Event<'_>) {
+            if format!("{:?}", e).contains("park") {
+                self.parks.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    let parks = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let guard = tracing::subscriber::set_default(Sub {
+        parks: parks.clone(),
+        dropped: dropped.clone(),
+    });
+    let rt = runtime(1);
+    drop(guard); // the user's scope ends here
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let before = parks.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        rt.run(|| greenrt::spawn(|| ()).join().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let after = parks.load(Ordering::SeqCst);
+    assert!(
+        dropped.load(Ordering::SeqCst) && after == before,
+        "dropped={} parks before={before} after={after}",
+        dropped.load(Ordering::SeqCst)
+    );
 }
