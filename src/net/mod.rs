@@ -92,6 +92,27 @@ macro_rules! raw_fd_conversions {
     };
 }
 
+/// `ttl`, `set_ttl` and `take_error` for a type whose `inner` is a `Source` of a mio IP
+/// socket (used inside its `impl` block).
+macro_rules! ip_options {
+    () => {
+        /// Sets `IP_TTL`.
+        pub fn set_ttl(&self, ttl: u32) -> std::io::Result<()> {
+            self.inner.io.set_ttl(ttl)
+        }
+
+        /// `IP_TTL`.
+        pub fn ttl(&self) -> std::io::Result<u32> {
+            self.inner.io.ttl()
+        }
+
+        /// Takes the pending socket error (`SO_ERROR`), if any.
+        pub fn take_error(&self) -> std::io::Result<Option<std::io::Error>> {
+            self.inner.io.take_error()
+        }
+    };
+}
+
 mod addr;
 mod source;
 mod tcp;

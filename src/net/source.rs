@@ -504,6 +504,11 @@ impl Timeout {
         Ok(())
     }
 
+    /// A new timeout with the same value (for `try_clone`).
+    pub(crate) fn copy(&self) -> Timeout {
+        Timeout(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+
     pub(crate) fn get(&self) -> Option<Duration> {
         match self.0.load(Ordering::Relaxed) {
             0 => None,

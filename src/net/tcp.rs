@@ -95,20 +95,7 @@ impl TcpListener {
         })
     }
 
-    /// Sets `IP_TTL` on the socket (the TTL of the connections it accepts).
-    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        self.inner.io.set_ttl(ttl)
-    }
-
-    /// `IP_TTL`.
-    pub fn ttl(&self) -> io::Result<u32> {
-        self.inner.io.ttl()
-    }
-
-    /// Takes the pending socket error (`SO_ERROR`), if any.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.inner.io.take_error()
-    }
+    ip_options!();
 
     /// Wraps a std listener (switching it to non-blocking mode).
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
@@ -271,30 +258,14 @@ impl TcpStream {
     pub fn try_clone(&self) -> io::Result<TcpStream> {
         let fd = self.as_fd().try_clone_to_owned()?;
         // The duplicate shares the file's non-blocking flag.
-        let clone = TcpStream {
+        Ok(TcpStream {
             inner: self.inner.sibling(mio::net::TcpStream::from_std(fd.into())),
-            read_timeout: Timeout::default(),
-            write_timeout: Timeout::default(),
-        };
-        clone.read_timeout.set(self.read_timeout.get())?;
-        clone.write_timeout.set(self.write_timeout.get())?;
-        Ok(clone)
+            read_timeout: self.read_timeout.copy(),
+            write_timeout: self.write_timeout.copy(),
+        })
     }
 
-    /// Sets `IP_TTL`.
-    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        self.inner.io.set_ttl(ttl)
-    }
-
-    /// `IP_TTL`.
-    pub fn ttl(&self) -> io::Result<u32> {
-        self.inner.io.ttl()
-    }
-
-    /// Takes the pending socket error (`SO_ERROR`), if any.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.inner.io.take_error()
-    }
+    ip_options!();
 
     /// Wraps a std stream (switching it to non-blocking mode). Its read and write
     /// timeouts carry over.

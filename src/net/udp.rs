@@ -162,14 +162,11 @@ impl UdpSocket {
     pub fn try_clone(&self) -> io::Result<UdpSocket> {
         let fd = self.as_fd().try_clone_to_owned()?;
         // The duplicate shares the file's non-blocking flag.
-        let clone = UdpSocket {
+        Ok(UdpSocket {
             inner: self.inner.sibling(mio::net::UdpSocket::from_std(fd.into())),
-            read_timeout: Timeout::default(),
-            write_timeout: Timeout::default(),
-        };
-        clone.read_timeout.set(self.read_timeout.get())?;
-        clone.write_timeout.set(self.write_timeout.get())?;
-        Ok(clone)
+            read_timeout: self.read_timeout.copy(),
+            write_timeout: self.write_timeout.copy(),
+        })
     }
 
     /// Sets `SO_BROADCAST`: whether datagrams may go to a broadcast address.
@@ -182,20 +179,7 @@ impl UdpSocket {
         self.inner.io.broadcast()
     }
 
-    /// Sets `IP_TTL`.
-    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        self.inner.io.set_ttl(ttl)
-    }
-
-    /// `IP_TTL`.
-    pub fn ttl(&self) -> io::Result<u32> {
-        self.inner.io.ttl()
-    }
-
-    /// Takes the pending socket error (`SO_ERROR`), if any.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.inner.io.take_error()
-    }
+    ip_options!();
 
     /// Wraps a std socket (switching it to non-blocking mode). Its read and write
     /// timeouts carry over.

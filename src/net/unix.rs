@@ -218,16 +218,13 @@ impl UnixStream {
     pub fn try_clone(&self) -> io::Result<UnixStream> {
         let fd = self.as_fd().try_clone_to_owned()?;
         // The duplicate shares the file's non-blocking flag.
-        let clone = UnixStream {
+        Ok(UnixStream {
             inner: self
                 .inner
                 .sibling(mio::net::UnixStream::from_std(fd.into())),
-            read_timeout: Timeout::default(),
-            write_timeout: Timeout::default(),
-        };
-        clone.read_timeout.set(self.read_timeout.get())?;
-        clone.write_timeout.set(self.write_timeout.get())?;
-        Ok(clone)
+            read_timeout: self.read_timeout.copy(),
+            write_timeout: self.write_timeout.copy(),
+        })
     }
 
     /// Takes the pending socket error (`SO_ERROR`), if any.
