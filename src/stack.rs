@@ -458,9 +458,7 @@ impl Reservation {
             None => false,
         }
     }
-}
 
-impl Reservation {
     /// For a green thread leaked with its stack: the stack's mappings stay for the
     /// process's life, so its place in the process budget does too (the budget counts
     /// mappings against `vm.max_map_count`). Its place in its runtime's cap goes back:

@@ -74,10 +74,10 @@ impl Builder {
     }
 
     /// Default usable stack size of green threads, in bytes: 16 KiB to 1 GiB, rounded
-    /// up to whole pages; a guard page comes on top. Default 256 KiB. (A panic's hook,
-    /// which may print a backtrace, runs on a separate stack, so even the smallest
-    /// stack can panic.) Stacks are virtual: a green thread costs only the
-    /// pages it touches.
+    /// up to whole pages; a guard page comes on top. Default 256 KiB. Stacks are
+    /// virtual: a green thread costs only the pages it touches. (A panic's hook, which
+    /// may print a backtrace, runs on a separate stack, so even the smallest stack can
+    /// panic.)
     pub fn stack_size(&mut self, bytes: usize) -> &mut Builder {
         self.stack_size = bytes;
         self
