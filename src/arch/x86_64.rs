@@ -318,4 +318,43 @@ mod tests {
         assert_eq!(expected, 4950);
         drop(stack);
     }
+
+    /// Records where its frame is and keeps callee-saved state busy.
+    unsafe extern "sysv64" fn on_other_stack(arg: *mut u8) {
+        let probe = 0u8;
+        // SAFETY: `arg` points to the test's `(usize, u64)`, alive for the call.
+        let out = unsafe { &mut *(arg as *mut (usize, u64)) };
+        out.0 = std::hint::black_box(&probe) as *const u8 as usize;
+        out.1 = (1..=10u64).map(std::hint::black_box).product();
+    }
+
+    #[test]
+    fn call_on_stack_runs_on_the_given_stack_and_returns() {
+        let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
+        let base = stack.as_mut_ptr() as usize;
+        // SAFETY: the end of a Vec<u128> is 16-byte aligned and the Vec is ours.
+        let top = unsafe { (stack.as_mut_ptr() as *mut u8).add(stack.len() * 16) };
+        let mut out = (0usize, 0u64);
+        let before = 7u64;
+        // SAFETY: `top` is the aligned end of a 64 KiB region used by nothing else, and
+        // `on_other_stack` does not unwind.
+        unsafe {
+            call_on_stack(
+                &mut out as *mut (usize, u64) as *mut u8,
+                on_other_stack,
+                top,
+            )
+        };
+        assert!(
+            (base..top as usize).contains(&out.0),
+            "the callee's frame lies in the given stack"
+        );
+        assert_eq!(out.1, 3_628_800, "the callee ran to its end");
+        assert_eq!(
+            std::hint::black_box(before),
+            7,
+            "the caller's state survived"
+        );
+        drop(stack);
+    }
 }
