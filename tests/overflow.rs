@@ -6,21 +6,9 @@
 
 mod common;
 use common::{
-    child_finished, child_signalled, describe_child, in_child, in_child_with, runtime, vm_size_kib,
+    child_finished, child_signalled, describe_child, in_child, in_child_with, recurse, runtime,
+    vm_size_kib,
 };
-
-#[inline(never)]
-fn recurse(depth: u64) -> u64 {
-    // Never true in practice (the stack overflows first); keeps the recursion
-    // conditional for the compiler.
-    if depth == u64::MAX {
-        return 0;
-    }
-    // A frame that cannot be optimised away.
-    let frame = [depth; 64];
-    std::hint::black_box(&frame);
-    recurse(depth + 1) + std::hint::black_box(frame[3])
-}
 
 /// From inside a runtime: spawns a green thread named `name` with a `kib` KiB stack
 /// that recurses until it overflows, and joins it (the process aborts first).

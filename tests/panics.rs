@@ -516,17 +516,8 @@ fn a_hook_that_overflows_the_hook_stack_is_reported() {
         "a_hook_that_overflows_the_hook_stack_is_reported",
         "1",
         || {
-            #[inline(never)]
-            fn recurse(n: u64) -> u64 {
-                // Never true in practice (the stack overflows first).
-                if n == u64::MAX {
-                    return 0;
-                }
-                let buf = std::hint::black_box([n; 64]);
-                recurse(n + 1) + buf[3]
-            }
             std::panic::set_hook(Box::new(|_| {
-                recurse(0);
+                common::recurse(0);
             }));
             let rt = runtime(1);
             rt.run(|| {

@@ -5,7 +5,7 @@
 mod common;
 use common::{
     child_finished, child_signalled, describe_child, in_child, in_child_with, panic_message,
-    runtime, stack_mappings, vm_size_kib, with_watchdog,
+    recurse, runtime, stack_mappings, vm_size_kib, with_watchdog,
 };
 use futures::FutureExt;
 use greenrt::Cancelled;
@@ -16,16 +16,6 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 const WATCHDOG: Duration = Duration::from_secs(60);
-
-#[inline(never)]
-fn recurse(depth: u64) -> u64 {
-    if depth == u64::MAX {
-        return 0;
-    }
-    let frame = [depth; 64];
-    std::hint::black_box(&frame);
-    recurse(depth + 1) + std::hint::black_box(frame[3])
-}
 
 /// Sends on `tx` when dropped: proves a destructor ran.
 struct DropSignal(mpsc::Sender<&'static str>, &'static str);

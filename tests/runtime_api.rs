@@ -19,6 +19,24 @@ use greenrt::runtime::{Handle, Runtime};
 
 const WD: Duration = Duration::from_secs(120);
 
+/// Keeps `r`'s only worker busy spinning in a green thread (so nothing else can start
+/// there) until the returned flag is set; returns once the spinner runs.
+fn hold_the_only_worker(r: &Runtime) -> (Arc<AtomicBool>, greenrt::JoinHandle<()>) {
+    let release = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(AtomicBool::new(false));
+    let (rel, run) = (release.clone(), running.clone());
+    let spinner = r.spawn(move || {
+        run.store(true, Ordering::SeqCst);
+        while !rel.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+    });
+    while !running.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (release, spinner)
+}
+
 fn rt(n: usize) -> Runtime {
     greenrt::runtime::Builder::new()
         .worker_threads(n)
@@ -751,18 +769,7 @@ fn stacks_are_lazy_not_mapped_at_spawn() {
         .stack_size(88 * 1024)
         .build()
         .unwrap();
-    let release = Arc::new(AtomicBool::new(false));
-    let running = Arc::new(AtomicBool::new(false));
-    let (rel, run) = (release.clone(), running.clone());
-    let spinner = r.spawn(move || {
-        run.store(true, Ordering::SeqCst);
-        while !rel.load(Ordering::SeqCst) {
-            std::hint::spin_loop();
-        }
-    });
-    while !running.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let (release, spinner) = hold_the_only_worker(&r);
     let hs: Vec<_> = (0..300).map(|i| r.spawn(move || i)).collect();
     let mapped = stacks_of(88).len();
     release.store(true, Ordering::SeqCst);
@@ -1386,18 +1393,7 @@ fn budget_exhaustion_is_an_error_not_a_panic() {
         "budget",
         || {
             let r = rt(1);
-            let release = Arc::new(AtomicBool::new(false));
-            let running = Arc::new(AtomicBool::new(false));
-            let (rel, run) = (release.clone(), running.clone());
-            let spinner = r.spawn(move || {
-                run.store(true, Ordering::SeqCst);
-                while !rel.load(Ordering::SeqCst) {
-                    std::hint::spin_loop();
-                }
-            });
-            while !running.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            let (release, spinner) = hold_the_only_worker(&r);
             let (hs, err) = r.block_on(async {
                 let mut hs = Vec::new();
                 let mut err = None;
@@ -1442,18 +1438,7 @@ fn mapping_failure_at_first_run_is_join_error_payload() {
                 .stack_size(72 * 1024)
                 .build()
                 .unwrap();
-            let release = Arc::new(AtomicBool::new(false));
-            let running = Arc::new(AtomicBool::new(false));
-            let (rel, run) = (release.clone(), running.clone());
-            let spinner = r.spawn(move || {
-                run.store(true, Ordering::SeqCst);
-                while !rel.load(Ordering::SeqCst) {
-                    std::hint::spin_loop();
-                }
-            });
-            while !running.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            let (release, spinner) = hold_the_only_worker(&r);
             let hs: Vec<_> = r.block_on(async {
                 (0..20)
                     .map(|_| {

@@ -206,3 +206,17 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
 }
+
+/// Recurses until the stack overflows, 512 bytes of frame per call that the compiler
+/// cannot remove.
+#[inline(never)]
+pub fn recurse(depth: u64) -> u64 {
+    // Never true in practice (the stack overflows first); keeps the recursion
+    // conditional for the compiler.
+    if depth == u64::MAX {
+        return 0;
+    }
+    let frame = [depth; 64];
+    std::hint::black_box(&frame);
+    recurse(depth + 1) + std::hint::black_box(frame[3])
+}
