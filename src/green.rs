@@ -175,7 +175,7 @@ pub(crate) enum Start {
 /// The type-erased body of a green thread: the user's closure, until it runs, and where
 /// its outcome goes. For a spawned green thread this is the same allocation its
 /// JoinHandle reads the outcome from (`runtime::handle::SpawnCell`).
-pub(crate) trait Body {
+pub(crate) trait Body: std::any::Any {
     /// Runs (or, for [`Start::Cancel`] and [`Start::Fail`], drops) the closure and
     /// stores the outcome without publishing it. Does nothing the second time.
     ///
@@ -194,6 +194,12 @@ pub(crate) trait Body {
     /// # Safety
     /// As for [`Body::start`].
     unsafe fn publish_cancelled(&self);
+
+    /// Called only with the last reference to a finished green thread's control block:
+    /// drops what is left of its closure and outcome (and the joiner's waker) and
+    /// returns whether the block may be reused for a spawn of the same body type
+    /// (`runtime::recycle`).
+    fn vacate(&mut self) -> bool;
 }
 
 /// The host green thread's entry (`Runtime::run`): not `Send`, it borrows from its
@@ -214,6 +220,10 @@ impl<F: FnOnce(Start) + 'static> Body for FnBody<F> {
     }
     fn publish(&self) {}
     unsafe fn publish_cancelled(&self) {}
+    fn vacate(&mut self) -> bool {
+        // The host green thread's block is made once per `Runtime::run`.
+        false
+    }
 }
 
 /// Why a green thread switched back to its worker.
@@ -480,6 +490,26 @@ impl GreenThread {
         // dropped. The body's closure slot is empty.)
         // SAFETY: the caller is its home thread and holds it; it will never run again.
         unsafe { self.body.publish_cancelled() };
+    }
+}
+
+impl GreenThread {
+    /// Readies the control block of a finished green thread, of which the caller holds
+    /// the only reference, for reuse (`runtime::recycle`): drops what its green thread
+    /// left (name, home, tracing span, outcome remnants), as dropping the block would
+    /// have. Returns its body's type when a spawn of that type may reuse it.
+    pub(crate) fn vacate(&mut self) -> Option<std::any::TypeId> {
+        debug_assert!(self.run.get_mut().stack.is_none());
+        if !self.body.vacate() {
+            return None;
+        }
+        self.identity.name = None;
+        *self.home.get_mut() = None;
+        #[cfg(feature = "tracing")]
+        self.trace.clear();
+        // Through `Any`'s vtable entry for the body's own type (`Body: Any`).
+        let body: &dyn std::any::Any = &self.body;
+        Some(body.type_id())
     }
 }
 

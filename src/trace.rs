@@ -94,6 +94,11 @@ struct Traced {
 unsafe impl Sync for GreenTrace {}
 
 impl GreenTrace {
+    /// Drops its tracing state (closing its span), for a control block being reused.
+    pub(crate) fn clear(&mut self) {
+        *self.traced.get_mut() = None;
+    }
+
     #[inline]
     pub(crate) fn new() -> GreenTrace {
         let traced = if dispatcher::has_been_set() {

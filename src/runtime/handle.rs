@@ -130,21 +130,33 @@ impl Handle {
             closure: UnsafeCell::new(Some(f)),
         };
         let stack_size = stack_size.unwrap_or(self.shared.config.stack_size);
-        // One allocation: the control block with the closure and the outcome, which
-        // the JoinHandle reads through the same Arc. Allocated first and written in
-        // place: built on the stack and then moved, its ~350 bytes cost two memcpys.
-        let mut cell = Arc::<GreenThread<SpawnCell<F, T>>>::new_uninit();
-        Arc::get_mut(&mut cell)
-            .expect("a new Arc is unique")
-            .write(GreenThread::new(
-                identity.clone(),
-                stack_size,
-                body,
-                Some(reservation),
-            ));
-        // SAFETY: `write` above initialised the whole value through the only reference
-        // to this fresh allocation; nothing has read it uninitialised.
-        let cell = unsafe { cell.assume_init() };
+        let cell = match recycled::<SpawnCell<F, T>>() {
+            // A finished green thread's block of the same type, kept by this worker:
+            // no allocation (see runtime/recycle.rs).
+            Some(mut cell) => {
+                *Arc::get_mut(&mut cell).expect("a recycled control block is unique") =
+                    GreenThread::new(identity.clone(), stack_size, body, Some(reservation));
+                cell
+            }
+            None => {
+                // One allocation: the control block with the closure and the outcome,
+                // which the JoinHandle reads through the same Arc. Allocated first and
+                // written in place: built on the stack and then moved, its ~350 bytes
+                // cost two memcpys.
+                let mut cell = Arc::<GreenThread<SpawnCell<F, T>>>::new_uninit();
+                Arc::get_mut(&mut cell)
+                    .expect("a new Arc is unique")
+                    .write(GreenThread::new(
+                        identity.clone(),
+                        stack_size,
+                        body,
+                        Some(reservation),
+                    ));
+                // SAFETY: `write` above initialised the whole value through the only
+                // reference to this fresh allocation; nothing has read it uninitialised.
+                unsafe { cell.assume_init() }
+            }
+        };
         let green: Arc<GreenThread> = cell.clone();
         self.shared.schedule(Task::Green(green));
         // After queueing it: a subscriber that panics here leaves a green thread that
@@ -153,6 +165,11 @@ impl Handle {
         crate::trace::sched_event("spawn", identity.id());
         Ok(JoinHandle::new(cell, Target::Green, identity))
     }
+}
+
+/// A control block kept by this thread's worker for a body of type `B`, if any.
+fn recycled<B: 'static>() -> Option<Arc<GreenThread<B>>> {
+    context::with_local(|local| local.worker.as_ref()?.recycler.take::<B>()).flatten()
 }
 
 /// A spawned green thread's closure, until it first runs, and its outcome: the
@@ -204,6 +221,14 @@ where
     unsafe fn publish_cancelled(&self) {
         // SAFETY: forwarded from the caller (the only producer).
         unsafe { self.packet.publish_cancelled() }
+    }
+
+    fn vacate(&mut self) -> bool {
+        *self = SpawnCell {
+            packet: Packet::new(),
+            closure: UnsafeCell::new(None),
+        };
+        true
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod context;
 mod handle;
 mod host;
 mod idle;
+mod recycle;
 pub(crate) mod worker;
 
 pub use builder::{Builder, WORKER_THREADS_ENV};

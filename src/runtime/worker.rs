@@ -142,6 +142,8 @@ pub(crate) struct Core {
     /// thread (into any runtime: the budget is the process's).
     pub(crate) spare_places: SparePlaces,
     live: RefCell<LiveTable>,
+    /// Control blocks of green threads that finished here, for spawns on this worker.
+    pub(crate) recycler: super::recycle::Recycler,
     tick: Cell<u32>,
     searching: Cell<bool>,
     rng: Cell<u32>,
@@ -192,6 +194,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, deque: Worker<Task>) {
         stacks: RefCell::new(StackPool::new(shared.config.stack_size)),
         spare_places: SparePlaces::default(),
         live: RefCell::default(),
+        recycler: Default::default(),
         tick: Cell::new(0),
         searching: Cell::new(false),
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
@@ -434,9 +437,17 @@ impl Core {
     }
 
     /// Lets the stack pool unmap stacks nobody used for a while (see
-    /// [`StackPool::trim_if_due`]); returns when it wants to be asked again.
+    /// [`StackPool::trim_if_due`]), and the control-block cache follow it; returns when
+    /// it wants to be asked again.
     fn trim_stacks(&self) -> Option<Instant> {
-        self.stacks.borrow_mut().trim_if_due(Instant::now)
+        let mut stacks = self.stacks.borrow_mut();
+        let trims = stacks.trims();
+        let next = stacks.trim_if_due(Instant::now);
+        if stacks.trims() != trims {
+            drop(stacks);
+            self.recycler.halve();
+        }
+        next
     }
 
     fn has_lifo(&self) -> bool {
@@ -600,6 +611,7 @@ impl Core {
                 }
                 Suspend::Complete => {
                     self.reclaim(&green);
+                    self.recycler.keep(green);
                     return;
                 }
             }
