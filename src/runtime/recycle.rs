@@ -18,13 +18,17 @@
 //! dropped it before. A block leaves only for a spawn of exactly its body type
 //! (compared by `TypeId`), which overwrites the whole value.
 //!
+//! A worker keeps only as many blocks as spawns on it asked for (`Recycler::wanted`):
+//! green threads spawned from outside the workers (`Runtime::run`, plain threads) go
+//! through the injector, and their blocks are freed as usual.
+//!
 //! The cache is bounded ([`MAX_BYTES`] per worker, blocks of at most [`MAX_BLOCK`]
 //! bytes, [`MAX_KINDS`] body types) and dropped with its worker. Spawns from outside the
 //! workers always allocate.
 
 use crate::green::GreenThread;
 use std::any::TypeId;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// Bytes of control blocks one worker keeps: some 2,500 blocks of a small closure, sized
@@ -34,12 +38,22 @@ use std::sync::Arc;
 pub(crate) const MAX_BYTES: usize = 1024 * 1024;
 /// Larger blocks (closures that capture big values by value) are freed as usual.
 pub(crate) const MAX_BLOCK: usize = 4096;
+/// Demand remembered at most (see `Recycler::wanted`): more than the blocks that fit.
+const MAX_WANTED: usize = MAX_BYTES / 64;
 /// Distinct body types kept at once; a kind whose shelf is empty gives its place up.
 pub(crate) const MAX_KINDS: usize = 8;
 
 /// One worker's cache of vacated control blocks.
 #[derive(Default)]
 pub(crate) struct Recycler {
+    /// Bytes of the blocks on the shelves (outside the `RefCell`: a full cache turns a
+    /// block away with one read).
+    bytes: Cell<usize>,
+    /// Spawns on this worker that asked for a block, less the blocks kept since: a
+    /// block is kept only while this is positive, so a worker whose green threads were
+    /// all spawned from elsewhere (the injector) keeps nothing it would never reuse,
+    /// and turns each block away with one read.
+    wanted: Cell<usize>,
     /// Borrowed only briefly, and never while dropping anything: the spawn that takes a
     /// block and the worker that keeps one may be re-entered by user code only outside
     /// the borrow. A failed `try_borrow_mut` just skips the cache.
@@ -49,7 +63,6 @@ pub(crate) struct Recycler {
 #[derive(Default)]
 struct Shelves {
     kinds: Vec<Shelf>,
-    bytes: usize,
 }
 
 /// The blocks of one body type.
@@ -64,17 +77,22 @@ impl Recycler {
     /// Keeps the control block of a finished green thread if the caller's `Arc` is the
     /// last reference and there is room; otherwise drops it here, as the caller would.
     pub(crate) fn keep(&self, mut green: Arc<GreenThread>) {
+        // Checked first, so a worker that nobody spawns on, or whose cache is full,
+        // pays only these reads on top of the usual free.
+        if self.wanted.get() == 0 {
+            return;
+        }
+        let size = std::mem::size_of_val::<GreenThread>(&green);
+        if size > MAX_BLOCK || self.bytes.get() + size > MAX_BYTES {
+            return;
+        }
         let Some(block) = Arc::get_mut(&mut green) else {
             return;
         };
         let Some(body_type) = block.vacate() else {
             return;
         };
-        let size = std::mem::size_of_val::<GreenThread>(&green);
-        if size > MAX_BLOCK {
-            return;
-        }
-        // A block that finds no room comes back out and is dropped after the borrow
+        // A block that finds no shelf comes back out and is dropped after the borrow
         // ends (it holds nothing of the user's any more, but freeing needs no borrow).
         let _refused = self.shelve(body_type, size, green);
     }
@@ -88,9 +106,6 @@ impl Recycler {
         let Ok(mut shelves) = self.shelves.try_borrow_mut() else {
             return Some(green);
         };
-        if shelves.bytes + size > MAX_BYTES {
-            return Some(green);
-        }
         let shelves = &mut *shelves;
         let index = match shelves.kinds.iter().position(|s| s.body_type == body_type) {
             Some(index) => index,
@@ -107,12 +122,14 @@ impl Recycler {
             },
         };
         shelves.kinds[index].blocks.push(green);
-        shelves.bytes += size;
+        self.bytes.set(self.bytes.get() + size);
+        self.wanted.set(self.wanted.get() - 1);
         None
     }
 
     /// A vacated control block whose body type is `B`, if this worker keeps one.
     pub(crate) fn take<B: 'static>(&self) -> Option<Arc<GreenThread<B>>> {
+        self.wanted.set((self.wanted.get() + 1).min(MAX_WANTED));
         let body_type = TypeId::of::<B>();
         let mut shelves = self.shelves.try_borrow_mut().ok()?;
         let shelves = &mut *shelves;
@@ -121,7 +138,7 @@ impl Recycler {
             .iter_mut()
             .find(|s| s.body_type == body_type)?;
         let block = shelf.blocks.pop()?;
-        shelves.bytes -= shelf.size;
+        self.bytes.set(self.bytes.get() - shelf.size);
         let raw = Arc::into_raw(block) as *const GreenThread<B>;
         // SAFETY: every block on this shelf was made as an `Arc<GreenThread<X>>` and
         // unsized to `Arc<GreenThread<dyn Body>>`, where `X`'s `TypeId` (read through
@@ -138,10 +155,10 @@ impl Recycler {
     pub(crate) fn halve(&self) {
         let mut freed = Vec::new();
         if let Ok(mut shelves) = self.shelves.try_borrow_mut() {
-            let shelves = &mut *shelves;
             for shelf in &mut shelves.kinds {
                 let keep = shelf.blocks.len() / 2;
-                shelves.bytes -= (shelf.blocks.len() - keep) * shelf.size;
+                self.bytes
+                    .set(self.bytes.get() - (shelf.blocks.len() - keep) * shelf.size);
                 freed.extend(shelf.blocks.drain(keep..));
             }
         }
@@ -310,6 +327,31 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_keeps_no_blocks_of_green_threads_spawned_from_outside_it() {
+        let rt = one_worker();
+        rt.run(|| {
+            let ran = Arc::new(AtomicU32::new(0));
+            for n in 0..100 {
+                // From the host thread: no worker's cache was asked.
+                drop(crate::spawn(store(n, ran.clone())));
+            }
+            let done = Arc::new(AtomicU32::new(0));
+            for _ in 0..100 {
+                let done = done.clone();
+                drop(crate::spawn(move || {
+                    done.fetch_add(1, SeqCst);
+                }));
+            }
+            while done.load(SeqCst) < 100 {
+                crate::yield_now();
+            }
+            // The worker reclaimed the last of them before it could run this one.
+            let kept = crate::spawn(kept_here).join().unwrap();
+            assert_eq!(kept, 0);
+        });
+    }
+
+    #[test]
     fn the_cache_is_bounded_and_halves_when_the_stack_pool_trims() {
         on_the_worker(|| {
             fn count(ran: Arc<AtomicU32>) -> impl FnOnce() + Send {
@@ -320,17 +362,9 @@ mod tests {
             let ran = Arc::new(AtomicU32::new(0));
             drop(crate::spawn(count(ran.clone())));
             yield_until_kept(1);
-            let block = context::with_local(|local| {
-                local
-                    .worker
-                    .as_ref()
-                    .unwrap()
-                    .recycler
-                    .shelves
-                    .borrow()
-                    .bytes
-            })
-            .unwrap();
+            let block =
+                context::with_local(|local| local.worker.as_ref().unwrap().recycler.bytes.get())
+                    .unwrap();
             let fits = MAX_BYTES / block;
             let spawned = fits + 100;
             for _ in 0..spawned {
