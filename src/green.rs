@@ -507,9 +507,31 @@ impl GreenThread {
         *self.home.get_mut() = None;
         #[cfg(feature = "tracing")]
         self.trace.clear();
-        // Through `Any`'s vtable entry for the body's own type (`Body: Any`).
+        Some(self.body_type())
+    }
+
+    /// The type of its body, through `Any`'s vtable entry for the body's own type
+    /// (`Body: Any`), so no implementation of `Body` can misreport it.
+    pub(crate) fn body_type(&self) -> std::any::TypeId {
         let body: &dyn std::any::Any = &self.body;
-        Some(body.type_id())
+        body.type_id()
+    }
+
+    /// This control block as the `GreenThread<B>` it was made as, if its body is a `B`
+    /// (for reuse by a spawn of the same body type, `runtime::recycle`).
+    pub(crate) fn downcast<B: Body>(
+        this: Arc<GreenThread>,
+    ) -> Result<Arc<GreenThread<B>>, Arc<GreenThread>> {
+        if this.body_type() != std::any::TypeId::of::<B>() {
+            return Err(this);
+        }
+        let raw = Arc::into_raw(this) as *const GreenThread<B>;
+        // SAFETY: every `Arc<GreenThread>` is an `Arc<GreenThread<X>>` unsized to
+        // `Arc<GreenThread<dyn Body>>`, where `X` is the type `body_type` reports,
+        // checked above to be `B`. Dropping the metadata gives the pointer that
+        // `Arc<GreenThread<B>>::into_raw` would have returned, which is what `from_raw`
+        // requires (its docs allow exactly this unsizing round trip).
+        Ok(unsafe { Arc::from_raw(raw) })
     }
 }
 
@@ -877,4 +899,55 @@ pub(crate) unsafe fn waker_ref(green: &GreenThread) -> std::mem::ManuallyDrop<Wa
     // was made with, whose functions uphold the RawWaker contract for the addresses of
     // Arc<GreenThread<B>>s; the caller guarantees the Arc outlives the waker.
     std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that only says whether it may be reused.
+    struct Plain<const N: usize>;
+
+    impl<const N: usize> Body for Plain<N> {
+        unsafe fn start(&self, _: Start) {}
+        fn publish(&self) {}
+        unsafe fn publish_cancelled(&self) {}
+        fn vacate(&mut self) -> bool {
+            true
+        }
+    }
+
+    fn block<const N: usize>() -> Arc<GreenThread> {
+        Arc::new(GreenThread::new(
+            Green::new(None),
+            16 * 1024,
+            Plain::<N>,
+            None,
+        ))
+    }
+
+    #[test]
+    fn downcast_gives_back_the_body_type_the_block_was_made_with_and_nothing_else() {
+        let made_as_1 = block::<1>();
+        let Err(refused) = GreenThread::downcast::<Plain<2>>(made_as_1) else {
+            panic!("a Plain<1> block was taken for a Plain<2>");
+        };
+        let Ok(typed) = GreenThread::downcast::<Plain<1>>(refused) else {
+            panic!("a Plain<1> block was refused as a Plain<1>");
+        };
+        assert_eq!(Arc::strong_count(&typed), 1);
+    }
+
+    #[test]
+    fn vacate_reports_the_body_type_and_drops_the_name() {
+        let mut green: Arc<GreenThread> = Arc::new(GreenThread::new(
+            Green::new(Some("named".to_string())),
+            16 * 1024,
+            Plain::<3>,
+            None,
+        ));
+        let block = Arc::get_mut(&mut green).unwrap();
+        assert_eq!(block.vacate(), Some(std::any::TypeId::of::<Plain<3>>()));
+        assert_eq!(block.identity.name(), None);
+    }
 }

@@ -813,22 +813,32 @@ fn ten_thousand_suspended_at_once() {
 
 #[test]
 fn million_short_green_threads_spawned_in_a_row_detached() {
-    with_watchdog("1M detached", Duration::from_secs(300), || {
-        let r = rt(2);
-        let n = 1_000_000;
-        let done = Arc::new(AtomicUsize::new(0));
-        r.run(|| {
-            for _ in 0..n {
-                let d = done.clone();
-                greenrt::spawn(move || {
-                    d.fetch_add(1, Ordering::Relaxed);
+    // In a child process: the spawner outruns the workers and holds the process's
+    // live-stack budget at its limit for most of the run, and a future task in another
+    // test of this binary, which cannot wait for room, would fail to spawn meanwhile.
+    let out = in_child(
+        "million_short_green_threads_spawned_in_a_row_detached",
+        "1M",
+        || {
+            with_watchdog("1M detached", Duration::from_secs(300), || {
+                let r = rt(2);
+                let n = 1_000_000;
+                let done = Arc::new(AtomicUsize::new(0));
+                r.run(|| {
+                    for _ in 0..n {
+                        let d = done.clone();
+                        greenrt::spawn(move || {
+                            d.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                    while done.load(Ordering::Relaxed) < n {
+                        greenrt::sleep(Duration::from_millis(5));
+                    }
                 });
-            }
-            while done.load(Ordering::Relaxed) < n {
-                greenrt::sleep(Duration::from_millis(5));
-            }
-        });
-    });
+            });
+        },
+    );
+    assert!(child_finished(&out), "{}", describe_child(&out));
 }
 
 // ---------------------------------------------------------------- Runtime::run / block_on

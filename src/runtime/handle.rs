@@ -168,7 +168,7 @@ impl Handle {
 }
 
 /// A control block kept by this thread's worker for a body of type `B`, if any.
-fn recycled<B: 'static>() -> Option<Arc<GreenThread<B>>> {
+fn recycled<B: Body>() -> Option<Arc<GreenThread<B>>> {
     context::with_local(|local| local.worker.as_ref()?.recycler.take::<B>()).flatten()
 }
 
