@@ -901,40 +901,46 @@ pub(crate) unsafe fn waker_ref(green: &GreenThread) -> std::mem::ManuallyDrop<Wa
     std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
 }
 
+/// A body for unit tests of control blocks: it runs nothing and may be reused.
+#[cfg(test)]
+pub(crate) struct TestBody<const N: usize>;
+
+#[cfg(test)]
+impl<const N: usize> Body for TestBody<N> {
+    unsafe fn start(&self, _: Start) {}
+    fn publish(&self) {}
+    unsafe fn publish_cancelled(&self) {}
+    fn vacate(&mut self) -> bool {
+        true
+    }
+}
+
+/// A control block with a `TestBody<N>`, never started, referenced only by the result.
+#[cfg(test)]
+pub(crate) fn test_block<const N: usize>() -> Arc<GreenThread> {
+    Arc::new(GreenThread::new(
+        Green::new(None),
+        16 * 1024,
+        TestBody::<N>,
+        None,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A body that only says whether it may be reused.
-    struct Plain<const N: usize>;
-
-    impl<const N: usize> Body for Plain<N> {
-        unsafe fn start(&self, _: Start) {}
-        fn publish(&self) {}
-        unsafe fn publish_cancelled(&self) {}
-        fn vacate(&mut self) -> bool {
-            true
-        }
-    }
-
-    fn block<const N: usize>() -> Arc<GreenThread> {
-        Arc::new(GreenThread::new(
-            Green::new(None),
-            16 * 1024,
-            Plain::<N>,
-            None,
-        ))
-    }
-
     #[test]
     fn downcast_gives_back_the_body_type_the_block_was_made_with_and_nothing_else() {
-        let made_as_1 = block::<1>();
-        let Err(refused) = GreenThread::downcast::<Plain<2>>(made_as_1) else {
-            panic!("a Plain<1> block was taken for a Plain<2>");
+        let made_as_1 = test_block::<1>();
+        let address = Arc::as_ptr(&made_as_1) as *const u8;
+        let Err(refused) = GreenThread::downcast::<TestBody<2>>(made_as_1) else {
+            panic!("a TestBody<1> block was taken for a TestBody<2>");
         };
-        let Ok(typed) = GreenThread::downcast::<Plain<1>>(refused) else {
-            panic!("a Plain<1> block was refused as a Plain<1>");
+        let Ok(typed) = GreenThread::downcast::<TestBody<1>>(refused) else {
+            panic!("a TestBody<1> block was refused as a TestBody<1>");
         };
+        assert_eq!(Arc::as_ptr(&typed) as *const u8, address, "the same block");
         assert_eq!(Arc::strong_count(&typed), 1);
     }
 
@@ -943,11 +949,11 @@ mod tests {
         let mut green: Arc<GreenThread> = Arc::new(GreenThread::new(
             Green::new(Some("named".to_string())),
             16 * 1024,
-            Plain::<3>,
+            TestBody::<3>,
             None,
         ));
         let block = Arc::get_mut(&mut green).unwrap();
-        assert_eq!(block.vacate(), Some(std::any::TypeId::of::<Plain<3>>()));
+        assert_eq!(block.vacate(), Some(std::any::TypeId::of::<TestBody<3>>()));
         assert_eq!(block.identity.name(), None);
     }
 }

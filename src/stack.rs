@@ -251,9 +251,6 @@ pub(crate) struct StackPool {
     /// floor's stacks, which are never unmapped, give back what a deep green thread
     /// touched.
     released: usize,
-    /// How many decay periods have ended with a trim: the worker's control-block
-    /// cache follows the pool down at the same pace (`runtime::recycle`).
-    trims: u64,
 }
 
 impl StackPool {
@@ -265,7 +262,6 @@ impl StackPool {
             low_water: 0,
             period_end: None,
             released: 0,
-            trims: 0,
         }
     }
 
@@ -327,7 +323,6 @@ impl StackPool {
     /// `low_water`): unmaps half of those above the floor, and releases the pages of
     /// those that stay and were not released yet.
     fn trim_unused(&mut self) {
-        self.trims += 1;
         let unused = self.low_water.min(self.stacks.len());
         let unmap = unused
             .saturating_sub(POOL_FLOOR)
@@ -355,11 +350,6 @@ impl StackPool {
         self.low_water = self.stacks.len();
         self.period_end = Some(end);
         end
-    }
-
-    /// How many decay periods ended with a trim so far.
-    pub(crate) fn trims(&self) -> u64 {
-        self.trims
     }
 
     /// How many stacks the pool holds.

@@ -16,34 +16,42 @@
 //! [`GreenThread::vacate`] dropped everything its green thread left behind (its name,
 //! home, tracing span, any leftover outcome), at the moment the last `Arc` would have
 //! dropped it before. A block leaves only for a spawn of exactly its body type
-//! (compared by `TypeId`), which overwrites the whole value.
+//! ([`GreenThread::downcast`] checks), which overwrites the whole value.
 //!
-//! A worker keeps only as many blocks as spawns on it asked for (`Recycler::wanted`):
-//! green threads spawned from outside the workers (`Runtime::run`, plain threads) go
-//! through the injector, and their blocks are freed as usual.
+//! What it keeps follows demand:
+//! - Only while spawns on this worker outnumber the green threads that finished here
+//!   (`Recycler::wanted`). A worker fed from the injector (green threads spawned by
+//!   `Runtime::run` or plain threads), or whose spawns are joined (their blocks are
+//!   still referenced when they finish), keeps nothing.
+//! - At most about [`MAX_BYTES`] per worker, blocks of at most [`MAX_BLOCK`] bytes, of
+//!   at most [`MAX_KINDS`] body types.
+//! - Blocks nobody took for a whole period ([`PERIOD`], the stack pool's) are freed, half
+//!   of them per period, at most [`TRIM_BATCH`] at a time ([`Recycler::trim_if_due`],
+//!   from the worker's loop and before it parks): the cache empties within a few tens
+//!   of seconds of a burst, and a body type nobody spawns any more gives its room back.
 //!
-//! The cache is bounded ([`MAX_BYTES`] per worker, blocks of at most [`MAX_BLOCK`]
-//! bytes, [`MAX_KINDS`] body types) and dropped with its worker. Spawns from outside the
-//! workers always allocate.
+//! The rest is freed with the worker.
 
 use crate::green::{Body, GreenThread};
 use std::any::TypeId;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Bytes of control blocks one worker keeps: some 2,500 blocks of a small closure, sized
-/// like the stack pool ([`crate::stack::POOL_CAPACITY`]) for a thousand green threads
-/// in flight per worker, and small beside the pages of the stacks that pool keeps.
-/// (`ping_pong` with 256 KiB here kept too few: 0.70x of tokio against 0.56x.)
+/// Bytes of control blocks one worker keeps (as `size_of_val` counts them: allocator
+/// overhead comes on top): some 2,500 blocks of a small closure, sized like the stack
+/// pool ([`crate::stack::POOL_CAPACITY`]) for a thousand green threads in flight per
+/// worker, and small beside the pages of the stacks that pool keeps. (`ping_pong` with
+/// 256 KiB here kept too few: 0.70x of tokio against 0.49–0.56x.)
 pub(crate) const MAX_BYTES: usize = 1024 * 1024;
 /// Larger blocks (closures that capture big values by value) are freed as usual.
 pub(crate) const MAX_BLOCK: usize = 4096;
-/// Most blocks one [`Recycler::halve`] frees: a few tens of microseconds of `free`.
-pub(crate) const TRIM_BATCH: usize = 256;
-/// Demand remembered at most (see `Recycler::wanted`): more than the blocks that fit.
-const MAX_WANTED: usize = MAX_BYTES / 64;
 /// Distinct body types kept at once; a kind whose shelf is empty gives its place up.
 pub(crate) const MAX_KINDS: usize = 8;
+/// How long a block may sit unused before a trim may free it.
+pub(crate) const PERIOD: Duration = crate::stack::POOL_DECAY_PERIOD;
+/// Most blocks one trim frees: a few tens of microseconds of `free`.
+pub(crate) const TRIM_BATCH: usize = 256;
 
 /// One worker's cache of vacated control blocks.
 #[derive(Default)]
@@ -51,39 +59,41 @@ pub(crate) struct Recycler {
     /// Bytes of the blocks on the shelves (outside the `RefCell`: a full cache turns a
     /// block away with one read).
     bytes: Cell<usize>,
-    /// Spawns on this worker that asked for a block, less the blocks kept since: a
-    /// block is kept only while this is positive, so a worker whose green threads were
-    /// all spawned from elsewhere (the injector) keeps nothing it would never reuse,
-    /// and turns each block away with one read.
+    /// Spawns on this worker, less the green threads that finished here since (each
+    /// finish counts, kept or not); never below zero. A block is kept only while this
+    /// is positive.
     wanted: Cell<usize>,
+    /// When the current trim period ends; `None` while the cache is empty.
+    period_end: Cell<Option<Instant>>,
     /// Borrowed only briefly, and never while dropping anything: the spawn that takes a
     /// block and the worker that keeps one may be re-entered by user code only outside
     /// the borrow. A failed `try_borrow_mut` just skips the cache.
-    shelves: RefCell<Shelves>,
+    shelves: RefCell<Vec<Shelf>>,
 }
 
-#[derive(Default)]
-struct Shelves {
-    kinds: Vec<Shelf>,
-}
-
-/// The blocks of one body type.
+/// The blocks of one body type, oldest first.
 struct Shelf {
     body_type: TypeId,
     /// `size_of_val` of each block (the same for one body type).
     size: usize,
     blocks: Vec<Arc<GreenThread>>,
+    /// The fewest blocks this shelf held since the current trim period began: the
+    /// oldest `low_water` blocks sat unused for all of it.
+    low_water: usize,
 }
 
 impl Recycler {
-    /// Keeps the control block of a finished green thread if the caller's `Arc` is the
-    /// last reference and there is room; otherwise drops it here, as the caller would.
+    /// Keeps the control block of a green thread that finished on this worker if there
+    /// is demand, the caller's `Arc` is the last reference and there is room; otherwise
+    /// drops it here, as the caller would.
     pub(crate) fn keep(&self, mut green: Arc<GreenThread>) {
         // Checked first, so a worker that nobody spawns on, or whose cache is full,
         // pays only these reads on top of the usual free.
-        if self.wanted.get() == 0 {
+        let wanted = self.wanted.get();
+        if wanted == 0 {
             return;
         }
+        self.wanted.set(wanted - 1);
         let size = std::mem::size_of_val::<GreenThread>(&green);
         if size > MAX_BLOCK || self.bytes.get() + size > MAX_BYTES {
             return;
@@ -108,55 +118,83 @@ impl Recycler {
         let Ok(mut shelves) = self.shelves.try_borrow_mut() else {
             return Some(green);
         };
-        let shelves = &mut *shelves;
-        let index = match shelves.kinds.iter().position(|s| s.body_type == body_type) {
+        let index = match shelves.iter().position(|s| s.body_type == body_type) {
             Some(index) => index,
-            None if shelves.kinds.len() < MAX_KINDS => {
-                shelves.kinds.push(Shelf::new(body_type, size));
-                shelves.kinds.len() - 1
+            None if shelves.len() < MAX_KINDS => {
+                shelves.push(Shelf::new(body_type, size));
+                shelves.len() - 1
             }
-            None => match shelves.kinds.iter().position(|s| s.blocks.is_empty()) {
+            None => match shelves.iter().position(|s| s.blocks.is_empty()) {
                 Some(index) => {
-                    shelves.kinds[index] = Shelf::new(body_type, size);
+                    shelves[index] = Shelf::new(body_type, size);
                     index
                 }
                 None => return Some(green),
             },
         };
-        shelves.kinds[index].blocks.push(green);
+        shelves[index].blocks.push(green);
         self.bytes.set(self.bytes.get() + size);
-        self.wanted.set(self.wanted.get() - 1);
         None
+    }
+
+    /// Counts a green thread that finished here whose block its joiner still holds
+    /// (`Core::run_child_inline`): it used up its spawn's demand without a `keep`.
+    pub(crate) fn finished_held(&self) {
+        self.wanted.set(self.wanted.get().saturating_sub(1));
     }
 
     /// A vacated control block whose body type is `B`, if this worker keeps one.
     pub(crate) fn take<B: Body>(&self) -> Option<Arc<GreenThread<B>>> {
-        self.wanted.set((self.wanted.get() + 1).min(MAX_WANTED));
+        self.wanted.set(self.wanted.get() + 1);
         let body_type = TypeId::of::<B>();
         let mut shelves = self.shelves.try_borrow_mut().ok()?;
-        let shelf = shelves
-            .kinds
-            .iter_mut()
-            .find(|s| s.body_type == body_type)?;
+        let shelf = shelves.iter_mut().find(|s| s.body_type == body_type)?;
         let block = shelf.blocks.pop()?;
+        shelf.low_water = shelf.low_water.min(shelf.blocks.len());
         self.bytes.set(self.bytes.get() - shelf.size);
         drop(shelves);
         // Shelved by its own body type: the check inside cannot fail.
         GreenThread::downcast(block).ok()
     }
 
-    /// Frees half of the blocks of each body type (rounded up), at most [`TRIM_BATCH`]
-    /// in all: called each time the worker's stack pool trims, so the cache empties
-    /// within about a minute of a burst, and a trim in the middle of a busy worker's
-    /// loop frees a bounded number of blocks.
-    pub(crate) fn halve(&self) {
+    /// When a period has ended, frees half of each shelf's blocks that sat unused for
+    /// all of it (rounded up; at most [`TRIM_BATCH`] in all) and starts the next.
+    /// Reads the clock only when the cache holds something. Returns when the caller
+    /// should call again, `None` while the cache is empty: a worker about to park
+    /// sleeps no later than that.
+    pub(crate) fn trim_if_due(&self, now: impl FnOnce() -> Instant) -> Option<Instant> {
+        if self.bytes.get() == 0 {
+            self.period_end.set(None);
+            return None;
+        }
+        let now = now();
+        match self.period_end.get() {
+            Some(end) if now < end => return Some(end),
+            Some(_) => self.trim_unused(),
+            None => {}
+        }
+        if self.bytes.get() == 0 {
+            self.period_end.set(None);
+            return None;
+        }
+        if let Ok(mut shelves) = self.shelves.try_borrow_mut() {
+            for shelf in shelves.iter_mut() {
+                shelf.low_water = shelf.blocks.len();
+            }
+        }
+        let end = now + PERIOD;
+        self.period_end.set(Some(end));
+        Some(end)
+    }
+
+    fn trim_unused(&self) {
         let mut freed = Vec::new();
         if let Ok(mut shelves) = self.shelves.try_borrow_mut() {
-            for shelf in &mut shelves.kinds {
-                let len = shelf.blocks.len();
-                let keep = len - (len - len / 2).min(TRIM_BATCH - freed.len());
-                self.bytes.set(self.bytes.get() - (len - keep) * shelf.size);
-                freed.extend(shelf.blocks.drain(keep..));
+            for shelf in shelves.iter_mut() {
+                let unused = shelf.low_water.min(shelf.blocks.len());
+                let free = unused.div_ceil(2).min(TRIM_BATCH - freed.len());
+                self.bytes.set(self.bytes.get() - free * shelf.size);
+                freed.extend(shelf.blocks.drain(..free));
             }
         }
         // Dropped here, after the borrow: freeing a vacated block runs no user code,
@@ -167,12 +205,7 @@ impl Recycler {
     /// How many blocks are kept, of any type.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shelves
-            .borrow()
-            .kinds
-            .iter()
-            .map(|s| s.blocks.len())
-            .sum()
+        self.shelves.borrow().iter().map(|s| s.blocks.len()).sum()
     }
 }
 
@@ -182,18 +215,21 @@ impl Shelf {
             body_type,
             size,
             blocks: Vec::new(),
+            low_water: 0,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_BYTES, TRIM_BATCH};
+    use super::{Recycler, MAX_BYTES, MAX_KINDS, PERIOD, TRIM_BATCH};
+    use crate::green::{test_block, GreenThread, TestBody};
     use crate::runtime::{context, Builder, Runtime};
     use std::future::poll_fn;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
     use std::sync::{Arc, Mutex};
     use std::task::{Poll, Waker};
+    use std::time::Instant;
 
     fn one_worker() -> Runtime {
         Builder::new().worker_threads(1).build().unwrap()
@@ -282,7 +318,9 @@ mod tests {
                 .unwrap();
             drop(named);
             yield_until_kept(1);
-            crate::spawn(report(seen.clone())).join().unwrap();
+            let second = crate::spawn(report(seen.clone()));
+            assert_eq!(kept_here(), 0, "the second took the first's block");
+            second.join().unwrap();
             let seen = seen.lock().unwrap();
             assert_eq!(seen[0].1.as_deref(), Some("first"));
             assert_eq!(seen[1].1, None, "the name went with the first green thread");
@@ -349,44 +387,134 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_is_bounded_and_halves_when_the_stack_pool_trims() {
-        on_the_worker(|| {
-            fn count(ran: Arc<AtomicU32>) -> impl FnOnce() + Send {
-                move || {
-                    ran.fetch_add(1, SeqCst);
+    fn a_worker_whose_spawns_are_joined_keeps_nothing_for_later_injector_work() {
+        let rt = one_worker();
+        rt.run(|| {
+            // A hundred spawn + join on the worker: asked for, but never kept (each
+            // JoinHandle still holds its block when its green thread finishes).
+            crate::spawn(|| {
+                for n in 0..100 {
+                    let out = Arc::new(AtomicU32::new(0));
+                    assert_eq!(crate::spawn(store(n, out)).join().unwrap(), n);
                 }
+            })
+            .join()
+            .unwrap();
+            let done = Arc::new(AtomicU32::new(0));
+            for n in 0..100 {
+                drop(crate::spawn(store(n, done.clone())));
             }
-            let ran = Arc::new(AtomicU32::new(0));
-            drop(crate::spawn(count(ran.clone())));
-            yield_until_kept(1);
-            let block =
-                context::with_local(|local| local.worker.as_ref().unwrap().recycler.bytes.get())
-                    .unwrap();
-            let fits = MAX_BYTES / block;
-            let spawned = fits + 100;
-            for _ in 0..spawned {
-                drop(crate::spawn(count(ran.clone())));
+            let finished = Arc::new(AtomicU32::new(0));
+            for _ in 0..100 {
+                let finished = finished.clone();
+                drop(crate::spawn(move || {
+                    finished.fetch_add(1, SeqCst);
+                }));
             }
-            // None of them blocks, so they finish one after another on one stack.
-            for _ in 0..100_000 {
-                if ran.load(SeqCst) == spawned as u32 + 1 && kept_here() == fits {
-                    break;
-                }
+            while finished.load(SeqCst) < 100 {
                 crate::yield_now();
             }
-            assert_eq!(ran.load(SeqCst), spawned as u32 + 1);
-            assert_eq!(kept_here(), fits, "no more than {MAX_BYTES} bytes kept");
-            context::with_local(|local| local.worker.as_ref().unwrap().recycler.halve());
+            let kept = crate::spawn(kept_here).join().unwrap();
             assert_eq!(
-                kept_here(),
-                fits - TRIM_BATCH,
-                "one trim frees a bounded batch"
+                kept, 0,
+                "the joined spawns' demand was used up as they finished"
             );
-            while kept_here() > 3 {
-                context::with_local(|local| local.worker.as_ref().unwrap().recycler.halve());
-            }
-            context::with_local(|local| local.worker.as_ref().unwrap().recycler.halve());
-            assert_eq!(kept_here(), 1, "half of 2 or 3, rounded up, freed");
         });
+    }
+
+    /// A cache with demand for `wanted` blocks.
+    fn wanting(wanted: usize) -> Recycler {
+        let recycler = Recycler::default();
+        recycler.wanted.set(wanted);
+        recycler
+    }
+
+    #[test]
+    fn nothing_is_kept_without_demand_and_every_finish_uses_demand_up() {
+        let recycler = wanting(0);
+        recycler.keep(test_block::<1>());
+        assert_eq!(recycler.len(), 0);
+        let recycler = wanting(2);
+        let held = test_block::<1>();
+        recycler.keep(held.clone());
+        assert_eq!(
+            recycler.len(),
+            0,
+            "still referenced: freed by its last owner"
+        );
+        recycler.keep(test_block::<1>());
+        recycler.keep(test_block::<1>());
+        assert_eq!(recycler.len(), 1, "the demand was for two blocks");
+        assert!(
+            recycler.take::<TestBody<2>>().is_none(),
+            "another body type"
+        );
+        let taken: Arc<GreenThread<TestBody<1>>> = recycler.take::<TestBody<1>>().unwrap();
+        assert_eq!(Arc::strong_count(&taken), 1);
+        assert_eq!(recycler.len(), 0);
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_max_bytes_and_max_kinds() {
+        let recycler = wanting(usize::MAX);
+        let size = std::mem::size_of_val::<GreenThread>(&test_block::<1>());
+        for _ in 0..MAX_BYTES / size + 10 {
+            recycler.keep(test_block::<1>());
+        }
+        assert_eq!(recycler.len(), MAX_BYTES / size);
+        assert!(recycler.bytes.get() <= MAX_BYTES);
+
+        let recycler = wanting(usize::MAX);
+        macro_rules! keep_kinds {
+            ($($n:literal)*) => { $( recycler.keep(test_block::<$n>()); )* };
+        }
+        keep_kinds!(0 1 2 3 4 5 6 7 8);
+        assert_eq!(MAX_KINDS, 8);
+        assert_eq!(recycler.len(), MAX_KINDS, "a ninth kind finds no shelf");
+        assert!(recycler.take::<TestBody<0>>().is_some());
+        recycler.keep(test_block::<8>());
+        assert!(
+            recycler.take::<TestBody<8>>().is_some(),
+            "an emptied shelf gives its place up"
+        );
+    }
+
+    #[test]
+    fn blocks_nobody_took_for_a_period_are_freed_half_a_period_in_batches() {
+        let recycler = wanting(usize::MAX);
+        let kept = 2 * TRIM_BATCH + 100;
+        for _ in 0..kept {
+            recycler.keep(test_block::<1>());
+        }
+        let start = Instant::now();
+        let end = recycler.trim_if_due(|| start).expect("something to trim");
+        assert_eq!(end, start + PERIOD, "the first call starts a period");
+        assert_eq!(recycler.trim_if_due(|| start + PERIOD / 2), Some(end));
+        assert_eq!(recycler.len(), kept, "nothing freed before the period ends");
+
+        let end = recycler.trim_if_due(|| end).unwrap();
+        assert_eq!(
+            recycler.len(),
+            kept - TRIM_BATCH,
+            "at most a batch per trim"
+        );
+        // Two blocks taken and two kept again during the next period: the two on top
+        // were in use, and of the others half is freed when it ends.
+        let left = recycler.len();
+        drop(recycler.take::<TestBody<1>>());
+        drop(recycler.take::<TestBody<1>>());
+        recycler.keep(test_block::<1>());
+        recycler.keep(test_block::<1>());
+        recycler.trim_if_due(|| end);
+        let unused = left - 2;
+        assert_eq!(recycler.len(), left - unused.div_ceil(2).min(TRIM_BATCH));
+
+        let mut now = end;
+        while let Some(next) = recycler.trim_if_due(|| now) {
+            assert!(next > now);
+            now = next;
+        }
+        assert_eq!(recycler.len(), 0, "an untouched cache empties");
+        assert_eq!(recycler.bytes.get(), 0);
     }
 }

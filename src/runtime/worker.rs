@@ -9,6 +9,8 @@
 //!   threads when they wake them.
 //! - `live`: every started, unfinished green thread at home here, so shutdown can
 //!   cancel them.
+//! - `recycler`: the control blocks of green threads that finished here with nothing
+//!   else referencing them, for the next spawns on this worker (`super::recycle`).
 //!
 //! The loop, each tick: every [`GLOBAL_INTERVAL`] ticks fire due timers, drain the inbox
 //! and take one task from the injector first (so nothing outside starves); otherwise
@@ -282,7 +284,7 @@ impl Core {
         if tick.is_multiple_of(GLOBAL_INTERVAL) {
             crate::time::fire_due(&local.timers);
             if tick.is_multiple_of(TRIM_INTERVAL) {
-                self.trim_stacks();
+                self.trim_caches();
             }
             // I/O readiness, so it is not starved while every worker is busy.
             if self.shared.reactor.has_registrations() {
@@ -437,17 +439,12 @@ impl Core {
     }
 
     /// Lets the stack pool unmap stacks nobody used for a while (see
-    /// [`StackPool::trim_if_due`]), and the control-block cache follow it; returns when
-    /// it wants to be asked again.
-    fn trim_stacks(&self) -> Option<Instant> {
-        let mut stacks = self.stacks.borrow_mut();
-        let trims = stacks.trims();
-        let next = stacks.trim_if_due(Instant::now);
-        if stacks.trims() != trims {
-            drop(stacks);
-            self.recycler.halve();
-        }
-        next
+    /// [`StackPool::trim_if_due`]), and the control-block cache free blocks nobody
+    /// took (`Recycler::trim_if_due`); returns when they want to be asked again.
+    fn trim_caches(&self) -> Option<Instant> {
+        let stacks = self.stacks.borrow_mut().trim_if_due(Instant::now);
+        let blocks = self.recycler.trim_if_due(Instant::now);
+        stacks.into_iter().chain(blocks).min()
     }
 
     fn has_lifo(&self) -> bool {
@@ -470,7 +467,7 @@ impl Core {
         // Wake up for the next trim too: an idle worker is exactly the one whose pooled
         // stacks nothing uses. Trimmed before registering as a sleeper, so a wake meant
         // for us never waits on our munmaps.
-        let next_trim = self.trim_stacks();
+        let next_trim = self.trim_caches();
         let idle = &self.shared.idle;
         idle.register_sleeper(self.index);
         let next_timer = local.timers.borrow_mut().next_deadline();
@@ -689,7 +686,10 @@ impl Core {
                 yielded: true,
             }),
             Suspend::Park => self.after_park(queued),
-            Suspend::Complete => self.reclaim(&queued),
+            Suspend::Complete => {
+                self.reclaim(&queued);
+                self.recycler.finished_held();
+            }
         }
     }
 
