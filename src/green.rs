@@ -195,11 +195,14 @@ pub(crate) trait Body: std::any::Any {
     /// As for [`Body::start`].
     unsafe fn publish_cancelled(&self);
 
-    /// Called only with the last reference to a finished green thread's control block:
-    /// drops what is left of its closure and outcome (and the joiner's waker) and
-    /// returns whether the block may be reused for a spawn of the same body type
-    /// (`runtime::recycle`).
-    fn vacate(&mut self) -> bool;
+    /// Whether a finished green thread's control block with this body may be reused
+    /// for a spawn of the same body type (`runtime::recycle`).
+    fn reusable(&self) -> bool;
+
+    /// Called only with the last reference to a finished green thread's control block
+    /// whose body is [`Body::reusable`]: drops what is left of its closure and outcome
+    /// (and the joiner's waker), leaving it as a fresh body would drop.
+    fn vacate(&mut self);
 }
 
 /// The host green thread's entry (`Runtime::run`): not `Send`, it borrows from its
@@ -220,10 +223,11 @@ impl<F: FnOnce(Start) + 'static> Body for FnBody<F> {
     }
     fn publish(&self) {}
     unsafe fn publish_cancelled(&self) {}
-    fn vacate(&mut self) -> bool {
+    fn reusable(&self) -> bool {
         // The host green thread's block is made once per `Runtime::run`.
         false
     }
+    fn vacate(&mut self) {}
 }
 
 /// Why a green thread switched back to its worker.
@@ -500,13 +504,16 @@ impl GreenThread {
     /// have. Returns its body's type when a spawn of that type may reuse it.
     pub(crate) fn vacate(&mut self) -> Option<std::any::TypeId> {
         debug_assert!(self.run.get_mut().stack.is_none());
-        if !self.body.vacate() {
+        // Bodies that are never reused say so without side effects; the rest is dropped
+        // in field order, as dropping the block would.
+        if !self.body.reusable() {
             return None;
         }
         self.identity.name = None;
         *self.home.get_mut() = None;
         #[cfg(feature = "tracing")]
         self.trace.clear();
+        self.body.vacate();
         Some(self.body_type())
     }
 
@@ -910,9 +917,10 @@ impl<const N: usize> Body for TestBody<N> {
     unsafe fn start(&self, _: Start) {}
     fn publish(&self) {}
     unsafe fn publish_cancelled(&self) {}
-    fn vacate(&mut self) -> bool {
+    fn reusable(&self) -> bool {
         true
     }
+    fn vacate(&mut self) {}
 }
 
 /// A control block with a `TestBody<N>`, never started, referenced only by the result.

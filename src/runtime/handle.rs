@@ -223,12 +223,15 @@ where
         unsafe { self.packet.publish_cancelled() }
     }
 
-    fn vacate(&mut self) -> bool {
+    fn reusable(&self) -> bool {
+        true
+    }
+
+    fn vacate(&mut self) {
         *self = SpawnCell {
             packet: Packet::new(),
             closure: UnsafeCell::new(None),
         };
-        true
     }
 }
 

@@ -17,7 +17,8 @@
 //! alternate between the private run queue and the deque (so neither starves the
 //! other), then the inbox; when all are empty, search (injector, then steal a batch from
 //! the others), and when that finds nothing, park until woken, the next timer is due
-//! or the stack pool's next trim (`StackPool::trim_if_due`, also run every
+//! or the next trim of the stack pool or the control-block cache
+//! (`StackPool::trim_if_due`, `Recycler::trim_if_due`, also run every
 //! [`TRIM_INTERVAL`] ticks), whichever comes first.
 //! A green thread that yields does not go back through that loop when its tick would
 //! pick the private run queue anyway (`Core::next_after_yield` takes the same tick and
