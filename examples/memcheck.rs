@@ -8,7 +8,7 @@
 //! ```
 //!
 //! It covers: `Runtime::run` (a green thread on the main thread), spawn and join,
-//! `yield_now`, `sleep`, `block_on` between green threads and future tasks both ways,
+//! detached spawns that reuse finished green threads' control blocks, `yield_now`, `sleep`, `block_on` between green threads and future tasks both ways,
 //! nested spawns, panics in green threads and tasks caught by `join`, `Runtime::block_on`,
 //! and dropping a runtime while green threads are suspended in `sleep`, `block_on` and
 //! `join` (cancelled: their destructors run) and a task is pending.
@@ -70,6 +70,28 @@ fn main() {
             .collect();
         let mut sum: u64 = greens.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(sum, 2 * (0..40).sum::<u64>());
+
+        // Detached green threads of one closure type, spawned from a green thread on a
+        // worker, in three waves: the worker keeps the first waves' control blocks and
+        // the next waves write over them (runtime/recycle.rs).
+        let finished = Arc::new(AtomicUsize::new(0));
+        let spawner = finished.clone();
+        greenrt::spawn(move || {
+            for wave in 1..=3 {
+                for _ in 0..50 {
+                    let finished = spawner.clone();
+                    drop(greenrt::spawn(move || {
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    }));
+                }
+                while spawner.load(Ordering::SeqCst) < wave * 50 {
+                    greenrt::yield_now();
+                }
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(finished.load(Ordering::SeqCst), 150);
 
         // A green thread waits on a task (block_on a channel it fills after a sleep).
         let (tx, rx) = oneshot::channel();
