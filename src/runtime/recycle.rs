@@ -361,35 +361,36 @@ mod tests {
         });
     }
 
+    /// From the host thread of `Runtime::run` on a one-worker runtime: spawns 100
+    /// detached green threads through the injector (no worker's cache is asked), waits
+    /// until they ran, and returns how many blocks the worker then keeps.
+    fn kept_after_injector_work() -> usize {
+        let done = Arc::new(AtomicU32::new(0));
+        for n in 0..50 {
+            drop(crate::spawn(store(n, Arc::new(AtomicU32::new(0)))));
+        }
+        for _ in 0..50 {
+            let done = done.clone();
+            drop(crate::spawn(move || {
+                done.fetch_add(1, SeqCst);
+            }));
+        }
+        while done.load(SeqCst) < 50 {
+            crate::yield_now();
+        }
+        // Every counting green thread has run, and the one worker reclaimed the last of
+        // them (offering its block to the cache) before it could run this one.
+        crate::spawn(kept_here).join().unwrap()
+    }
+
     #[test]
     fn a_worker_keeps_no_blocks_of_green_threads_spawned_from_outside_it() {
-        let rt = one_worker();
-        rt.run(|| {
-            let ran = Arc::new(AtomicU32::new(0));
-            for n in 0..100 {
-                // From the host thread: no worker's cache was asked.
-                drop(crate::spawn(store(n, ran.clone())));
-            }
-            let done = Arc::new(AtomicU32::new(0));
-            for _ in 0..100 {
-                let done = done.clone();
-                drop(crate::spawn(move || {
-                    done.fetch_add(1, SeqCst);
-                }));
-            }
-            while done.load(SeqCst) < 100 {
-                crate::yield_now();
-            }
-            // The worker reclaimed the last of them before it could run this one.
-            let kept = crate::spawn(kept_here).join().unwrap();
-            assert_eq!(kept, 0);
-        });
+        one_worker().run(|| assert_eq!(kept_after_injector_work(), 0));
     }
 
     #[test]
     fn a_worker_whose_spawns_are_joined_keeps_nothing_for_later_injector_work() {
-        let rt = one_worker();
-        rt.run(|| {
+        one_worker().run(|| {
             // A hundred spawn + join on the worker: asked for, but never kept (each
             // JoinHandle still holds its block when its green thread finishes).
             crate::spawn(|| {
@@ -400,23 +401,9 @@ mod tests {
             })
             .join()
             .unwrap();
-            let done = Arc::new(AtomicU32::new(0));
-            for n in 0..100 {
-                drop(crate::spawn(store(n, done.clone())));
-            }
-            let finished = Arc::new(AtomicU32::new(0));
-            for _ in 0..100 {
-                let finished = finished.clone();
-                drop(crate::spawn(move || {
-                    finished.fetch_add(1, SeqCst);
-                }));
-            }
-            while finished.load(SeqCst) < 100 {
-                crate::yield_now();
-            }
-            let kept = crate::spawn(kept_here).join().unwrap();
             assert_eq!(
-                kept, 0,
+                kept_after_injector_work(),
+                0,
                 "the joined spawns' demand was used up as they finished"
             );
         });
