@@ -12,7 +12,10 @@
 #   waits until it accepts, runs `taskset -c 1 wrk -t1 -c<N> -d<secs>s --latency`
 #   against it, records requests/s and p99 latency, stops the server;
 # - prints the median over the rounds as a markdown table, with green/tokio ratios
-#   (req/s: higher is better for green; p99: lower is better for green).
+#   (req/s: higher is better for green; p99: lower is better for green), each server's
+#   CPU time per request (user + system, from /proc) and how busy the server and wrk
+#   were: when wrk is near 100% of its core and the servers are not, wrk set the pace,
+#   and the servers' CPU per request is the comparison that still separates them.
 #
 # Needs 2 CPUs (server on 0, wrk on 1); on a busy machine the figures are noise, so run
 # it in a quiet window. The soft fd limit is raised to the hard limit for 1,000
@@ -96,6 +99,10 @@ wait_accepting() {
     exit 1
 }
 
+# The CPU time (user + system, in clock ticks) a process has used so far.
+clk_tck="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 # wrk prints "Requests/sec:  12345.67" and, with --latency, "99%  1.23ms" (us, ms or s).
 parse_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 parse_p99_ms() {
@@ -116,7 +123,11 @@ for round in $(seq 1 "$rounds"); do
             server_pid=$!
             wait_accepting
             out="$raw/$server-c$c-r$round.txt"
-            taskset -c "$wrk_cpu" wrk -t1 -c"$c" -d"${secs}s" --latency "http://127.0.0.1:$port/" >"$out"
+            server_before="$(cpu_ticks "$server_pid")"
+            # bash's `time` gives wrk's CPU (user + system) over its wall time: whether the
+            # load generator, rather than the server, was the bottleneck.
+            read -r wrk_busy_share wall < <( { TIMEFORMAT='%U %S %R'; time taskset -c "$wrk_cpu" wrk -t1 -c"$c" -d"${secs}s" --latency "http://127.0.0.1:$port/" >"$out"; } 2>&1 | awk '{ print ($1 + $2) / $3, $3 }')
+            server_after="$(cpu_ticks "$server_pid")"
             stop_server
             rps="$(parse_rps "$out")"
             p99="$(parse_p99_ms "$out")"
@@ -126,8 +137,16 @@ for round in $(seq 1 "$rounds"); do
                 exit 1
             fi
             errors="$(grep -E 'Socket errors|Non-2xx' "$out" || true)"
-            printf '  round %d  %-17s c=%-5d %12s req/s  p99 %9s ms  %s\n' "$round" "$server" "$c" "$rps" "$p99" "$errors"
-            echo "$server $c $rps $p99" >>"$raw/results"
+            # Server CPU per request (µs) and busy share; wrk's busy share.
+            read -r cpu_per_req server_busy wrk_busy < <(python3 -c '
+import sys
+ticks, tck, secs, wall, rps, wrk = (float(x) for x in sys.argv[1:])
+cpu = ticks / tck
+print(f"{cpu / (rps * secs) * 1e6:.2f} {cpu / wall * 100:.0f} {wrk * 100:.0f}")
+' "$((server_after - server_before))" "$clk_tck" "$secs" "$wall" "$rps" "$wrk_busy_share")
+            printf '  round %d  %-17s c=%-5d %12s req/s  p99 %9s ms  server %5s us/req, busy %3s%%  wrk busy %3s%%  %s\n' \
+                "$round" "$server" "$c" "$rps" "$p99" "$cpu_per_req" "$server_busy" "$wrk_busy" "$errors"
+            echo "$server $c $rps $p99 $cpu_per_req $server_busy $wrk_busy" >>"$raw/results"
         done
     done
 done
@@ -141,11 +160,32 @@ rows = [line.split() for line in open(sys.argv[1])]
 conns = [int(c) for c in sys.argv[2].split()]
 def median(server, c, col):
     return statistics.median(float(r[col]) for r in rows if r[0] == server and int(r[1]) == c)
-print("| server | connections | req/s | p99 (ms) | green/tokio req/s | green/tokio p99 |")
-print("|---|---:|---:|---:|---:|---:|")
+def ratios(c, col):
+    green = [float(r[col]) for r in rows if r[0] == "http_hello" and int(r[1]) == c]
+    tokio = [float(r[col]) for r in rows if r[0] == "tokio_http_hello" and int(r[1]) == c]
+    return [g / t for g, t in zip(green, tokio)]
+print("| server | connections | req/s | p99 (ms) | green/tokio req/s | green/tokio p99 "
+      "| server CPU µs/req | server busy | wrk busy |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in conns:
-    g_rps, t_rps = median("http_hello", c, 2), median("tokio_http_hello", c, 2)
-    g_p99, t_p99 = median("http_hello", c, 3), median("tokio_http_hello", c, 3)
-    print(f"| greenrt http_hello | {c} | {g_rps:,.0f} | {g_p99:.2f} | {g_rps / t_rps:.2f}x | {g_p99 / t_p99:.2f}x |")
-    print(f"| tokio tokio_http_hello | {c} | {t_rps:,.0f} | {t_p99:.2f} | | |")
+    for server, label in (("http_hello", "greenrt http_hello"), ("tokio_http_hello", "tokio tokio_http_hello")):
+        rps, p99 = median(server, c, 2), median(server, c, 3)
+        cpu, busy, wrk = median(server, c, 4), median(server, c, 5), median(server, c, 6)
+        if server == "http_hello":
+            rps_ratio = f"{rps / median('tokio_http_hello', c, 2):.2f}x"
+            p99_ratio = f"{p99 / median('tokio_http_hello', c, 3):.2f}x"
+        else:
+            rps_ratio = p99_ratio = ""
+        print(f"| {label} | {c} | {rps:,.0f} | {p99:.2f} | {rps_ratio} | {p99_ratio} "
+              f"| {cpu:.2f} | {busy:.0f}% | {wrk:.0f}% |")
+print()
+for c in conns:
+    per_round = ", ".join(f"{r:.2f}" for r in ratios(c, 2))
+    print(f"c={c}: per-round green/tokio req/s {per_round} (median {statistics.median(ratios(c, 2)):.2f})")
+busiest = max(float(r[6]) for r in rows)
+if busiest >= 90:
+    print()
+    print(f"Note: wrk was up to {busiest:.0f}% busy on its core. Where wrk is near 100% and the "
+          "servers are not, the load generator set the pace, and req/s compares wrk's runs "
+          "more than the servers: compare the servers' CPU per request.")
 PY
