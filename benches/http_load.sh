@@ -28,6 +28,10 @@
 #   HTTP_LOAD_PORT         loopback port the servers listen on    [18080]
 #   HTTP_LOAD_SERVER_CPU / HTTP_LOAD_WRK_CPU   CPUs to pin to     [0 / 1]
 #   HTTP_LOAD_KEEP         directory to keep raw wrk outputs in   [a temp dir, removed]
+#   HTTP_LOAD_PIPELINE     requests per wrk write (HTTP/1.1 pipelining through
+#                          benches/http_pipeline.lua); 1 sends one at a time, as a
+#                          browser does. Above 1, wrk's cost per request falls and the
+#                          server becomes the bottleneck                        [1]
 # A quick smoke test: HTTP_LOAD_SECS=2 HTTP_LOAD_ROUNDS=1 bash benches/http_load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,12 +42,17 @@ connections="${HTTP_LOAD_CONNECTIONS:-100 1000}"
 port="${HTTP_LOAD_PORT:-18080}"
 server_cpu="${HTTP_LOAD_SERVER_CPU:-0}"
 wrk_cpu="${HTTP_LOAD_WRK_CPU:-1}"
+pipeline="${HTTP_LOAD_PIPELINE:-1}"
 servers=(http_hello tokio_http_hello)
 
-for n in "$secs" "$rounds" "$port" "$server_cpu" "$wrk_cpu" $connections; do
+for n in "$secs" "$rounds" "$port" "$server_cpu" "$wrk_cpu" "$pipeline" $connections; do
     [[ "$n" =~ ^[0-9]+$ ]] || { echo "http_load: '$n' is not a whole number; check the HTTP_LOAD_* variables" >&2; exit 2; }
 done
-[[ "$rounds" -ge 1 && "$secs" -ge 1 ]] || { echo "http_load: HTTP_LOAD_SECS and HTTP_LOAD_ROUNDS must be at least 1" >&2; exit 2; }
+[[ "$rounds" -ge 1 && "$secs" -ge 1 && "$pipeline" -ge 1 ]] || { echo "http_load: HTTP_LOAD_SECS, HTTP_LOAD_ROUNDS and HTTP_LOAD_PIPELINE must be at least 1" >&2; exit 2; }
+wrk_script=()
+if (( pipeline > 1 )); then
+    wrk_script=(-s benches/http_pipeline.lua)
+fi
 
 if ! command -v wrk >/dev/null; then
     echo "== installing wrk (apt-get)"
@@ -112,7 +121,7 @@ parse_p99_ms() {
         printf "%.3f\n", v }' "$1"
 }
 
-echo "== $rounds round(s) of ${secs}s per server and concurrency; server on CPU $server_cpu, wrk on CPU $wrk_cpu"
+echo "== $rounds round(s) of ${secs}s per server and concurrency; server on CPU $server_cpu, wrk on CPU $wrk_cpu; $pipeline request(s) per write"
 for round in $(seq 1 "$rounds"); do
     for c in $connections; do
         # Alternate which server goes first, so neither always runs on a warmer machine.
@@ -126,7 +135,7 @@ for round in $(seq 1 "$rounds"); do
             server_before="$(cpu_ticks "$server_pid")"
             # bash's `time` gives wrk's CPU (user + system) over its wall time: whether the
             # load generator, rather than the server, was the bottleneck.
-            read -r wrk_busy_share wall < <( { TIMEFORMAT='%U %S %R'; time taskset -c "$wrk_cpu" wrk -t1 -c"$c" -d"${secs}s" --latency "http://127.0.0.1:$port/" >"$out"; } 2>&1 | awk '{ print ($1 + $2) / $3, $3 }')
+            read -r wrk_busy_share wall < <( { TIMEFORMAT='%U %S %R'; time taskset -c "$wrk_cpu" wrk -t1 -c"$c" -d"${secs}s" --latency "${wrk_script[@]}" "http://127.0.0.1:$port/" -- "$pipeline" >"$out"; } 2>&1 | awk '{ print ($1 + $2) / $3, $3 }')
             server_after="$(cpu_ticks "$server_pid")"
             stop_server
             rps="$(parse_rps "$out")"
@@ -152,7 +161,7 @@ print(f"{cpu / (rps * secs) * 1e6:.2f} {cpu / wall * 100:.0f} {wrk * 100:.0f}")
 done
 
 echo
-echo "Medians of $rounds round(s), ${secs}s each, one server worker pinned to a core, wrk -t1 on the other:"
+echo "Medians of $rounds round(s), ${secs}s each, one server worker pinned to a core, wrk -t1 on the other, $pipeline request(s) per write:"
 echo
 python3 - "$raw/results" "$connections" <<'PY'
 import statistics, sys
