@@ -189,8 +189,9 @@ for c in conns:
               f"| {cpu:.2f} | {busy:.0f}% | {wrk:.0f}% |")
 print()
 for c in conns:
-    per_round = ", ".join(f"{r:.2f}" for r in ratios(c, 2))
-    print(f"c={c}: per-round green/tokio req/s {per_round} (median {statistics.median(ratios(c, 2)):.2f})")
+    per_round = ratios(c, 2)
+    listed = ", ".join(f"{r:.2f}" for r in per_round)
+    print(f"c={c}: per-round green/tokio req/s {listed} (median {statistics.median(per_round):.2f})")
 busiest = max(float(r[6]) for r in rows)
 if busiest >= 90:
     print()
