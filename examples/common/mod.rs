@@ -103,6 +103,12 @@ pub enum Parsed {
 /// Parses the first request in `buf`: the head ends at the first `\r\n\r\n`; a
 /// `Content-Length` body is skipped; `Connection: close` and HTTP/1.0 without
 /// `Connection: keep-alive` end the connection after the answer.
+///
+/// Kept light on stack on purpose: the green server runs it on each connection's own
+/// stack, where every line of its frames is one more line per connection to bring back
+/// into cache (README, "Where greenrt's CPU goes"). Splitting the head at the string
+/// `"\r\n"` kept std's two-way searcher in `parse`'s frame (512 bytes against 384 now)
+/// and called its `next` below that.
 pub fn parse(buf: &[u8]) -> Parsed {
     let Some(head_end) = find_head_end(buf) else {
         return if buf.len() >= MAX_HEAD {
@@ -114,7 +120,11 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let Ok(head) = std::str::from_utf8(&buf[..head_end]) else {
         return Parsed::Bad;
     };
-    let mut lines = head.split("\r\n");
+    // Split at '\n' (a byte search) and drop the '\r': a bare '\n' ends a line too, as
+    // RFC 9112 allows.
+    let mut lines = head
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line));
     let request_line = lines.next().unwrap_or("");
     let mut parts = request_line.split(' ');
     let (Some(_method), Some(_target), Some(version), None) =
