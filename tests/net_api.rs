@@ -8,7 +8,7 @@ use common::{panic_message, runtime, with_watchdog};
 
 use greenrt::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use std::io::{ErrorKind, Read, Write};
-use std::net::Shutdown;
+use std::net::{Ipv4Addr, Shutdown};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -551,6 +551,77 @@ fn udp_truncates_a_datagram_into_a_small_buffer_like_std() {
             let mut small = [0; 3];
             let (n, _) = b.recv_from_async(&mut small).await.unwrap();
             assert_eq!((n, &small), (3, b"012"));
+        });
+    });
+}
+
+/// Whether a std socket joined to `group` gets a datagram this host sends to it: on a
+/// machine without a multicast route (some containers) it does not, and then std and
+/// greenrt are compared on what they can do there.
+fn std_multicast_loops_back(group: Ipv4Addr) -> bool {
+    let receiver = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    if receiver
+        .join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)
+        .is_err()
+    {
+        return false;
+    }
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let sender = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    sender.set_multicast_loop_v4(true).unwrap();
+    if sender.send_to(b"probe", (group, port)).is_err() {
+        return false;
+    }
+    let mut buf = [0; 8];
+    matches!(receiver.recv_from(&mut buf), Ok((5, _)))
+}
+
+#[test]
+fn udp_multicast_options_and_groups_work_like_std() {
+    with_watchdog("udp multicast", LIMIT, || {
+        let rt = runtime(1);
+        rt.run(|| {
+            let group = Ipv4Addr::new(239, 255, 71, 17);
+            let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+            u.set_multicast_ttl_v4(7).unwrap();
+            assert_eq!(u.multicast_ttl_v4().unwrap(), 7);
+            u.set_multicast_loop_v4(false).unwrap();
+            assert!(!u.multicast_loop_v4().unwrap());
+            u.set_multicast_loop_v4(true).unwrap();
+            assert!(u.multicast_loop_v4().unwrap());
+            // Leaving a group never joined is an error, as in std.
+            let std_s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            let any = Ipv4Addr::UNSPECIFIED;
+            assert!(std_s.leave_multicast_v4(&group, &any).is_err());
+            assert!(u.leave_multicast_v4(&group, &any).is_err());
+
+            if !std_multicast_loops_back(group) {
+                println!("no multicast route here: std's own datagram did not come back");
+                // Then joining must still agree with std.
+                assert_eq!(
+                    u.join_multicast_v4(&group, &any).is_ok(),
+                    std_s.join_multicast_v4(&group, &any).is_ok()
+                );
+                return;
+            }
+            u.join_multicast_v4(&group, &any).unwrap();
+            let port = u.local_addr().unwrap().port();
+            let sender = UdpSocket::bind("0.0.0.0:0").unwrap();
+            sender.set_multicast_loop_v4(true).unwrap();
+            // The receiver is a green thread that suspends in recv_from.
+            let receiver = greenrt::spawn(move || {
+                let mut buf = [0; 16];
+                let (n, _) = u.recv_from(&mut buf).unwrap();
+                u.leave_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)
+                    .unwrap();
+                buf[..n].to_vec()
+            });
+            greenrt::yield_now();
+            sender.send_to(b"to the group", (group, port)).unwrap();
+            assert_eq!(receiver.join().unwrap(), b"to the group");
         });
     });
 }

@@ -5,7 +5,7 @@ use super::source::{Source, Timeout};
 use crate::reactor::Direction;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
@@ -177,6 +177,69 @@ impl UdpSocket {
     /// `SO_BROADCAST`.
     pub fn broadcast(&self) -> io::Result<bool> {
         self.inner.io.broadcast()
+    }
+
+    /// Joins the IPv4 multicast group `multiaddr` on the interface with address
+    /// `interface` (`Ipv4Addr::UNSPECIFIED`: the system picks one), like std's
+    /// `join_multicast_v4`.
+    ///
+    /// ```no_run
+    /// use std::net::Ipv4Addr;
+    /// # fn main() -> std::io::Result<()> {
+    /// let socket = greenrt::net::UdpSocket::bind("0.0.0.0:5353")?;
+    /// socket.join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 251), &Ipv4Addr::UNSPECIFIED)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn join_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
+        self.inner.io.join_multicast_v4(multiaddr, interface)
+    }
+
+    /// Leaves a group joined with [`join_multicast_v4`](UdpSocket::join_multicast_v4).
+    pub fn leave_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
+        self.inner.io.leave_multicast_v4(multiaddr, interface)
+    }
+
+    /// Joins the IPv6 multicast group `multiaddr` on the interface with index
+    /// `interface` (0: the system picks one).
+    pub fn join_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.inner.io.join_multicast_v6(multiaddr, interface)
+    }
+
+    /// Leaves a group joined with [`join_multicast_v6`](UdpSocket::join_multicast_v6).
+    pub fn leave_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.inner.io.leave_multicast_v6(multiaddr, interface)
+    }
+
+    /// Sets `IP_MULTICAST_LOOP`: whether this host's own IPv4 multicast datagrams come
+    /// back to its sockets.
+    pub fn set_multicast_loop_v4(&self, on: bool) -> io::Result<()> {
+        self.inner.io.set_multicast_loop_v4(on)
+    }
+
+    /// `IP_MULTICAST_LOOP`.
+    pub fn multicast_loop_v4(&self) -> io::Result<bool> {
+        self.inner.io.multicast_loop_v4()
+    }
+
+    /// Sets `IP_MULTICAST_TTL`: how many hops IPv4 multicast datagrams may travel.
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> io::Result<()> {
+        self.inner.io.set_multicast_ttl_v4(ttl)
+    }
+
+    /// `IP_MULTICAST_TTL`.
+    pub fn multicast_ttl_v4(&self) -> io::Result<u32> {
+        self.inner.io.multicast_ttl_v4()
+    }
+
+    /// Sets `IPV6_MULTICAST_LOOP`.
+    pub fn set_multicast_loop_v6(&self, on: bool) -> io::Result<()> {
+        self.inner.io.set_multicast_loop_v6(on)
+    }
+
+    /// `IPV6_MULTICAST_LOOP`.
+    pub fn multicast_loop_v6(&self) -> io::Result<bool> {
+        self.inner.io.multicast_loop_v6()
     }
 
     ip_options!();
