@@ -7,7 +7,10 @@
 //! - A [`Stack`] is one `mmap(MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`; its lowest
 //!   page is `PROT_NONE`, so running off the end faults instead of corrupting memory, and
 //!   `MADV_NOHUGEPAGE` keeps a transparent huge page (2 MiB of real memory) from ever
-//!   backing it. Pages are committed only when touched.
+//!   backing it. Pages are committed only when touched. One more page on top holds the
+//!   stack's colour: where in that page the green thread's stack begins, so the hot
+//!   frames of thousands of green threads spread over all of the CPU caches' sets
+//!   instead of piling into the few that one in-page offset selects.
 //! - The [`StackPool`] keeps a bounded number of finished stacks per worker, with the
 //!   pages they touched, so a short green thread costs no system call. It follows
 //!   demand down as well as up: of the stacks that sat unused in the pool for a whole
@@ -91,10 +94,22 @@ pub(crate) fn validate_stack_size(bytes: usize, setting: &str) -> io::Result<usi
     Ok(bytes.div_ceil(page) * page)
 }
 
-/// One mapped green stack: a guard page at the bottom, `usable` bytes above it.
+/// One mapped green stack: a guard page at the bottom, `usable` bytes above it, and a
+/// colour page on top, of which the green thread uses only the part below its colour.
+///
+/// The colour staggers where each stack's frames fall within a page. CPU caches pick a
+/// line's set from its address bits, the in-page offset among them. Without colours
+/// every green thread's hot frames (the wait it sleeps in, its loop's locals) sit at
+/// the same in-page offsets, so the hot lines of all of them compete for the same few
+/// sets while the rest of the cache stays empty: under callgrind's model of this
+/// EPYC's 1 MiB L2, `http_hello` at 300 connections missed it 13.6 times per request
+/// plain and 0.5 times coloured. Async tasks get the same spread from the allocator.
 pub(crate) struct Stack {
     base: *mut u8,
     mapped: usize,
+    /// How far below the end of the mapping the green thread's stack begins: a whole
+    /// number of cache lines, less than a page.
+    color: usize,
     /// The usable range's valgrind stack id (0 outside valgrind).
     valgrind_id: usize,
 }
@@ -108,7 +123,8 @@ impl Stack {
     pub(crate) fn new(usable: usize) -> io::Result<Stack> {
         let page = page_size();
         debug_assert_eq!(usable % page, 0);
-        let mapped = usable + page;
+        // Guard page, usable range, colour page.
+        let mapped = usable + 2 * page;
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing
         // touches no existing memory.
         let base = unsafe {
@@ -138,12 +154,13 @@ impl Stack {
         // SAFETY: the first page of our own mapping.
         let usable_start = unsafe { base.add(page) };
         // SAFETY: one past the end of our own mapping.
-        let top = unsafe { base.add(mapped) };
+        let end = unsafe { base.add(mapped) };
         // Registered before anything can fail, so Drop always has the id to deregister.
-        let valgrind_id = crate::valgrind::stack_register(usable_start, top);
+        let valgrind_id = crate::valgrind::stack_register(usable_start, end);
         let stack = Stack {
             base,
             mapped,
+            color: color_of(end as usize, page),
             valgrind_id,
         };
         // Advise before protecting the guard: the advice applies to one mapping, and
@@ -169,15 +186,18 @@ impl Stack {
         Ok(stack)
     }
 
-    /// The highest address of the stack (exclusive); stacks grow down from here.
+    /// Where the green thread's stack begins (exclusive, 64-byte aligned): its colour
+    /// below the end of the mapping. Stacks grow down from here, through the rest of
+    /// the colour page and the whole usable range.
     pub(crate) fn top(&self) -> *mut u8 {
-        // SAFETY: one past the end of our own mapping.
-        unsafe { self.base.add(self.mapped) }
+        // SAFETY: `color` is less than a page, so this lies inside our own mapping.
+        unsafe { self.base.add(self.mapped - self.color) }
     }
 
-    /// The usable size in bytes, excluding the guard page.
+    /// The usable size in bytes the stack was asked for, excluding the guard and colour
+    /// pages: at least this much lies between [`Stack::top`] and the guard page.
     pub(crate) fn usable(&self) -> usize {
-        self.mapped - page_size()
+        self.mapped - 2 * page_size()
     }
 
     /// The id valgrind gave this stack's registration (0 outside valgrind).
@@ -207,8 +227,20 @@ impl Stack {
     }
 }
 
-/// What [`Stack::release_pages`] leaves resident at the top of a pooled stack.
+/// What [`Stack::release_pages`] leaves resident at the top of a pooled stack's usable
+/// range (the colour page above it stays too).
 const KEEP_RESIDENT: usize = 16 * 1024;
+
+/// The colour of the stack whose mapping ends at `end`: a whole number of cache lines
+/// below one page, drawn from the address (Fibonacci hashing of the page number, whose
+/// top bits are the best mixed), so neighbouring stacks get unrelated colours without a
+/// shared counter.
+fn color_of(end: usize, page: usize) -> usize {
+    const LINE: usize = 64;
+    let lines_per_page = page / LINE;
+    let mixed = (end / page).wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize);
+    (mixed >> (usize::BITS - lines_per_page.trailing_zeros())) * LINE
+}
 
 impl Drop for Stack {
     fn drop(&mut self) {
@@ -945,6 +977,37 @@ mod tests {
             "the runtime place is given back"
         );
         assert_eq!(spares.spare.get(), spare + 1);
+    }
+
+    #[test]
+    fn stacks_are_coloured_within_their_top_page_and_keep_their_usable_size() {
+        let page = page_size();
+        let stacks: Vec<Stack> = (0..64)
+            .map(|_| Stack::new(MIN_STACK_SIZE).unwrap())
+            .collect();
+        let mut colors = std::collections::HashSet::new();
+        for stack in &stacks {
+            let top = stack.top() as usize;
+            let end = stack.base as usize + stack.mapped;
+            assert_eq!(top % 64, 0, "a whole number of cache lines");
+            assert!(end - top < page, "the colour stays inside the top page");
+            assert!(
+                top - stack.guard().end >= MIN_STACK_SIZE,
+                "the colour comes out of the extra page, not the usable size"
+            );
+            // The whole promised range is writable, right up to the guard page.
+            // SAFETY: [guard end, top) lies inside the stack's read-write mapping and
+            // nothing runs on it.
+            unsafe {
+                std::ptr::write_bytes(stack.guard().end as *mut u8, 1, top - stack.guard().end)
+            };
+            colors.insert(end - top);
+        }
+        assert!(
+            colors.len() >= 16,
+            "64 stacks got only {} colours: {colors:?}",
+            colors.len()
+        );
     }
 
     #[test]

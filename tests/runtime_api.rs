@@ -657,7 +657,8 @@ fn mappings() -> Vec<Mapping> {
     out
 }
 
-/// Stacks of `kib` usable KiB: rw anon mapping right after a 4 KiB ---p guard.
+/// Stacks of `kib` usable KiB: rw anon mapping of that and a 4 KiB colour page on top,
+/// right after a 4 KiB ---p guard.
 fn stacks_of(kib: u64) -> Vec<String> {
     let ms = mappings();
     ms.windows(2)
@@ -666,7 +667,7 @@ fn stacks_of(kib: u64) -> Vec<String> {
                 && w[0].size_kib == 4
                 && w[1].perms == "rw-p"
                 && w[1].anon
-                && w[1].size_kib == kib
+                && w[1].size_kib == kib + 4
         })
         .map(|w| w[1].flags.clone())
         .collect()

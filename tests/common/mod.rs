@@ -41,9 +41,10 @@ pub struct StackMappings {
 }
 
 /// Reads /proc/self/smaps for green stacks of `usable_kib`: a private anonymous
-/// read-write mapping of that size right above a one-page `PROT_NONE` guard. Choose a
-/// size nothing else in the process maps (OS thread stacks are megabytes; allocator
-/// arenas bigger still).
+/// read-write mapping of that size plus one page (the colour page on top, see
+/// `src/stack.rs`) right above a one-page `PROT_NONE` guard. Choose a size nothing
+/// else in the process maps (OS thread stacks are megabytes; allocator arenas bigger
+/// still).
 pub fn stack_mappings(usable_kib: u64) -> StackMappings {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
     let mut found = StackMappings::default();
@@ -71,7 +72,7 @@ pub fn stack_mappings(usable_kib: u64) -> StackMappings {
         };
         let is_stack = perms == "rw-p"
             && !has_path
-            && hi - lo == usable_kib * 1024
+            && hi - lo == usable_kib * 1024 + 4096
             && guard_perms == "---p"
             && *guard_hi == *lo
             && guard_hi - guard_lo == 4096;
