@@ -165,13 +165,24 @@ impl WaiterKey {
 }
 
 /// The waiters of one direction.
+///
+/// Keyed entries are indexed from 0: entry 0 lives inline (`first`), the others in
+/// `more`, and the free ones are chained through their `next_free`. A connection's
+/// green thread waits with one keyed entry at a time, so its every wait touches only
+/// this struct: no separate allocation, which at thousands of connections would be one
+/// more cold cache line per wait.
 #[derive(Default)]
 struct Waiters {
     slot: Option<Waker>,
-    /// Keyed entries: an entry with a waker is allocated (to the key holding its
-    /// ticket); one without is free, with its index in `free`.
-    keyed: Vec<KeyedEntry>,
-    free: Vec<usize>,
+    /// Keyed entry 0. An entry with a waker is allocated (to the key holding its
+    /// ticket); one without is free, and on the free list.
+    first: KeyedEntry,
+    /// Keyed entries 1 and up.
+    more: Vec<KeyedEntry>,
+    /// How many keyed entries exist (were ever allocated): indices `0..created`.
+    created: usize,
+    /// The first free entry's index, if any; each free entry names the next.
+    free_head: Option<usize>,
     /// The ticket the next allocated entry gets (never reused: a u64 does not wrap).
     next_ticket: u64,
 }
@@ -180,6 +191,8 @@ struct Waiters {
 struct KeyedEntry {
     ticket: u64,
     waker: Option<Waker>,
+    /// While free: the next free entry's index.
+    next_free: Option<usize>,
 }
 
 impl Waiters {
@@ -203,52 +216,90 @@ impl Waiters {
         (key, replaced)
     }
 
+    /// Keyed entry `index`, which exists (`index < created`).
+    fn entry(&mut self, index: usize) -> &mut KeyedEntry {
+        debug_assert!(index < self.created);
+        match index {
+            0 => &mut self.first,
+            _ => &mut self.more[index - 1],
+        }
+    }
+
     /// The waker of `key`'s entry: the one it holds, or a newly allocated one.
     fn keyed_entry(&mut self, key: &mut WaiterKey) -> &mut Option<Waker> {
         let held = key.entry.filter(|&(index, ticket)| {
-            let entry = &self.keyed[index];
+            let entry = self.entry(index);
             entry.ticket == ticket && entry.waker.is_some()
         });
         let index = match held {
             Some((index, _)) => index,
             None => {
-                let index = match self.free.pop() {
-                    Some(index) => index,
+                let index = match self.free_head {
+                    Some(index) => {
+                        self.free_head = self.entry(index).next_free.take();
+                        index
+                    }
                     None => {
-                        self.keyed.push(KeyedEntry::default());
-                        self.keyed.len() - 1
+                        if self.created > 0 {
+                            self.more.push(KeyedEntry::default());
+                        }
+                        self.created += 1;
+                        self.created - 1
                     }
                 };
                 self.next_ticket += 1;
-                self.keyed[index].ticket = self.next_ticket;
-                key.entry = Some((index, self.next_ticket));
+                let ticket = self.next_ticket;
+                self.entry(index).ticket = ticket;
+                key.entry = Some((index, ticket));
                 index
             }
         };
-        &mut self.keyed[index].waker
+        &mut self.entry(index).waker
+    }
+
+    /// Puts entry `index`, whose waker was just taken, on the free list.
+    fn free(&mut self, index: usize) {
+        let next = self.free_head.replace(index);
+        self.entry(index).next_free = next;
     }
 
     /// Frees `key`'s entry if it still holds it, returning its waker.
     fn remove(&mut self, key: &mut WaiterKey) -> Option<Waker> {
         let (index, ticket) = key.entry.take()?;
-        let entry = &mut self.keyed[index];
+        let entry = self.entry(index);
         if entry.ticket != ticket {
             return None;
         }
         let waker = entry.waker.take()?;
-        self.free.push(index);
+        self.free(index);
         Some(waker)
     }
 
     /// Takes every waker and frees every keyed entry (see [`WaiterKey`]).
     fn take_all(&mut self, wake: &mut Vec<Waker>) {
         wake.extend(self.slot.take());
-        for (index, entry) in self.keyed.iter_mut().enumerate() {
-            if let Some(waker) = entry.waker.take() {
+        for index in 0..self.created {
+            if let Some(waker) = self.entry(index).waker.take() {
                 wake.push(waker);
-                self.free.push(index);
+                self.free(index);
             }
         }
+    }
+
+    /// The free list, head first (for tests: a cycle, a double free, shows as a list
+    /// longer than the entries).
+    #[cfg(test)]
+    fn free_list(&mut self) -> Vec<usize> {
+        let mut list = Vec::new();
+        let mut next = self.free_head;
+        while let Some(index) = next {
+            list.push(index);
+            if list.len() > self.created {
+                break;
+            }
+            next = self.entry(index).next_free;
+        }
+        list
     }
 }
 
@@ -782,12 +833,20 @@ mod tests {
         io.set(READABLE, &mut wake);
         assert_eq!(wake.len(), 1);
         {
-            let readers = lock(&io.readers);
-            assert!(readers.keyed[first.0].waker.is_none());
-            assert_eq!(readers.free, vec![first.0], "the dispatch freed the entry");
+            let mut readers = lock(&io.readers);
+            assert!(readers.entry(first.0).waker.is_none());
+            assert_eq!(
+                readers.free_list(),
+                vec![first.0],
+                "the dispatch freed the entry"
+            );
         }
         io.release_waiter(Direction::Read, &mut key);
-        assert_eq!(lock(&io.readers).free, vec![first.0], "not freed twice");
+        assert_eq!(
+            lock(&io.readers).free_list(),
+            vec![first.0],
+            "not freed twice"
+        );
         drop(wake);
         assert_eq!(Arc::strong_count(&flag), 2, "only our own waker is left");
         // The next wait reuses the entry under a new ticket.
@@ -1159,29 +1218,29 @@ mod loom_model {
     /// was woken or dropped, and nothing holds the flag but the model.
     fn assert_settled(io: &ScheduledIo, flags: &[&Arc<Flag>]) {
         {
-            let readers = io_sync::lock(&io.readers);
+            let mut readers = io_sync::lock(&io.readers);
             assert!(readers.slot.is_none(), "the slot was never used");
-            for (index, entry) in readers.keyed.iter().enumerate() {
+            for index in 0..readers.created {
                 assert!(
-                    entry.waker.is_none(),
+                    readers.entry(index).waker.is_none(),
                     "entry {index} is still allocated after every wait ended (leaked)"
                 );
             }
-            let mut free = readers.free.clone();
+            let listed = readers.free_list();
+            let mut free = listed.clone();
             free.sort_unstable();
             let distinct = free.windows(2).all(|pair| pair[0] != pair[1]);
             assert!(
-                distinct,
-                "an entry was freed twice: free = {:?}",
-                readers.free
+                distinct && listed.len() <= readers.created,
+                "an entry was freed twice: free list = {listed:?}"
             );
             assert_eq!(
                 free,
-                (0..readers.keyed.len()).collect::<Vec<_>>(),
-                "free must hold exactly the indices of the keyed entries"
+                (0..readers.created).collect::<Vec<_>>(),
+                "the free list must hold exactly the indices of the keyed entries"
             );
         }
-        assert!(io_sync::lock(&io.writers).keyed.is_empty());
+        assert_eq!(io_sync::lock(&io.writers).created, 0);
         for flag in flags {
             assert_eq!(
                 flag.out(),
