@@ -465,10 +465,11 @@ impl GreenThread {
         // SAFETY: forwarded from the caller.
         let run = unsafe { &mut *this.run.get() };
         debug_assert!(run.stack.is_none());
-        // SAFETY: `top` is the 16-byte-aligned end of a stack of at least 16 KiB that
-        // nothing else uses. The entry is `green_main::<B>` for the body type `B` this
-        // control block was made with, and the argument the control block's address,
-        // which stays valid while the green thread runs because its resumer holds an Arc.
+        // SAFETY: `top` is the 16-byte-aligned highest address of a stack with at least
+        // 16 KiB below it that nothing else uses. The entry is `green_main::<B>` for the
+        // body type `B` this control block was made with, and the argument the control
+        // block's address, which stays valid while the green thread runs because its
+        // resumer holds an Arc.
         run.sp = unsafe {
             arch::init_stack(
                 stack.top(),

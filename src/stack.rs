@@ -107,9 +107,6 @@ pub(crate) fn validate_stack_size(bytes: usize, setting: &str) -> io::Result<usi
 pub(crate) struct Stack {
     base: *mut u8,
     mapped: usize,
-    /// How far below the end of the mapping the green thread's stack begins: a whole
-    /// number of cache lines, less than a page.
-    color: usize,
     /// The usable range's valgrind stack id (0 outside valgrind).
     valgrind_id: usize,
 }
@@ -160,7 +157,6 @@ impl Stack {
         let stack = Stack {
             base,
             mapped,
-            color: color_of(end as usize, page),
             valgrind_id,
         };
         // Advise before protecting the guard: the advice applies to one mapping, and
@@ -187,11 +183,13 @@ impl Stack {
     }
 
     /// Where the green thread's stack begins (exclusive, 64-byte aligned): its colour
-    /// below the end of the mapping. Stacks grow down from here, through the rest of
-    /// the colour page and the whole usable range.
+    /// ([`color_of`] the end of the mapping) below that end. Stacks grow down from here,
+    /// through the rest of the colour page and the whole usable range.
     pub(crate) fn top(&self) -> *mut u8 {
-        // SAFETY: `color` is less than a page, so this lies inside our own mapping.
-        unsafe { self.base.add(self.mapped - self.color) }
+        let end = self.base as usize + self.mapped;
+        let color = color_of(end, page_size());
+        // SAFETY: a colour is less than a page, so this lies inside our own mapping.
+        unsafe { self.base.add(self.mapped - color) }
     }
 
     /// The usable size in bytes the stack was asked for, excluding the guard and colour
