@@ -88,3 +88,21 @@ fn the_answer_matches_keep_alive() {
         .windows(b"Connection: close".len())
         .any(|w| w == b"Connection: close"));
 }
+
+#[test]
+fn a_content_length_is_digits_that_fit() {
+    for value in ["", "+5", "-1", "5 5", "0x10", "99999999999999999999999"] {
+        let req = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
+        assert_eq!(parse(req.as_bytes()), Parsed::Bad, "Content-Length: {value:?}");
+    }
+    let padded = b"POST / HTTP/1.1\r\nContent-Length: \t 2 \r\n\r\nok";
+    assert_eq!(parse(padded), request(padded.len(), true));
+}
+
+#[test]
+fn the_request_line_needs_exactly_two_spaces() {
+    assert_eq!(parse(b"GET  / HTTP/1.1\r\n\r\n"), Parsed::Bad);
+    assert_eq!(parse(b"GET / HTTP/1.1 \r\n\r\n"), Parsed::Bad);
+    let bare = b"GET / HTTP/1.0\r\n\r\n";
+    assert_eq!(parse(bare), request(bare.len(), false));
+}
