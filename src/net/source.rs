@@ -2,9 +2,9 @@
 //! `WouldBlock` into the right kind of waiting for the caller.
 
 use crate::bridge::{self, Caller};
+use crate::green::GreenThread;
 use crate::reactor::{Direction, Registration, Snapshot, Waiter, WaiterKey};
 use crate::runtime::context;
-use crate::time::Sleep;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -190,17 +190,15 @@ impl<S: AsRawFd> Source<S> {
             if !may_wait(registration, seen, direction) {
                 continue;
             }
-            let ready = bridge::block_on_green(
-                green,
-                WaitReady {
-                    registration,
-                    direction,
-                    key: WaiterKey::default(),
-                    sleep: deadline.map(crate::time::sleep_until),
-                },
-            );
-            if !ready {
-                return Err(timed_out());
+            match deadline {
+                // Inlined: this frame is on every waiting connection's stack, so the
+                // future that waits without a deadline carries no timer.
+                None => bridge::block_on_green(green, WaitReady::new(registration, direction)),
+                Some(deadline) => {
+                    if !wait_ready_until(green, registration, direction, deadline) {
+                        return Err(timed_out());
+                    }
+                }
             }
         }
     }
@@ -355,14 +353,22 @@ impl<S: AsRawFd, R, F: FnMut(&S) -> io::Result<R>> Future for IoAsync<'_, S, F> 
     }
 }
 
-/// Readiness of one direction, or a deadline (output: false when the deadline won).
-/// A keyed waiter: dropping it (the wait ended, timed out, or its green thread was
-/// cancelled and unwound) frees its entry and waker.
+/// Readiness of one direction. A keyed waiter: dropping it (the wait ended, or its
+/// green thread was cancelled and unwound) frees its entry and waker.
 struct WaitReady<'a> {
     registration: &'a Registration,
     direction: Direction,
     key: WaiterKey,
-    sleep: Option<Sleep>,
+}
+
+impl<'a> WaitReady<'a> {
+    fn new(registration: &'a Registration, direction: Direction) -> WaitReady<'a> {
+        WaitReady {
+            registration,
+            direction,
+            key: WaiterKey::default(),
+        }
+    }
 }
 
 impl Drop for WaitReady<'_> {
@@ -374,28 +380,40 @@ impl Drop for WaitReady<'_> {
 }
 
 impl Future for WaitReady<'_> {
-    type Output = bool;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let waiter = Waiter::Keyed(&mut this.key);
-        if this
-            .registration
+        this.registration
             .io
-            .poll_ready(this.direction, waiter, cx)
-            .is_ready()
-        {
-            return Poll::Ready(true);
-        }
-        let timed_out = match &mut self.sleep {
-            Some(sleep) => Pin::new(sleep).poll(cx).is_ready(),
-            None => false,
-        };
-        if timed_out {
-            Poll::Ready(false)
-        } else {
-            Poll::Pending
-        }
+            .poll_ready(this.direction, Waiter::Keyed(&mut this.key), cx)
     }
+}
+
+/// Suspends the green thread `green` until `direction` is ready (true) or `deadline`
+/// passes (false). Out of line and cold: a read or write timeout is the rare case, and
+/// its timer would otherwise sit in the I/O loop's frame on every waiting stack.
+#[cold]
+#[inline(never)]
+fn wait_ready_until(
+    green: &GreenThread,
+    registration: &Registration,
+    direction: Direction,
+    deadline: Instant,
+) -> bool {
+    let mut ready = WaitReady::new(registration, direction);
+    let mut sleep = crate::time::sleep_until(deadline);
+    bridge::block_on_green(
+        green,
+        std::future::poll_fn(|cx| {
+            if Pin::new(&mut ready).poll(cx).is_ready() {
+                Poll::Ready(true)
+            } else if Pin::new(&mut sleep).poll(cx).is_ready() {
+                Poll::Ready(false)
+            } else {
+                Poll::Pending
+            }
+        }),
+    )
 }
 
 /// How often a worker blocked in I/O for an unwinding green thread looks whether its
