@@ -858,7 +858,7 @@ fn schedule_woken(green: Arc<GreenThread>) {
     // The event goes out once the green thread is queued, so that a subscriber that
     // panics cannot leave it SCHEDULED in no queue (never to run again).
     #[cfg(feature = "tracing")]
-    let _event = crate::trace::SchedEventOnDrop::new("wake", green.identity.id());
+    let _event = crate::trace::SchedEventOnDrop::new("wake", || green.identity.id());
     // An idle green thread has run, so its home is set (prepare happened before its
     // first switch out, and the state transition orders that write before our read).
     // SAFETY: see the field: the transition to SCHEDULED that made us the scheduler

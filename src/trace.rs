@@ -545,20 +545,30 @@ pub(crate) fn sched_event(event: &'static str, id: GreenId) {
 /// the caller's scope, however that scope ends.
 pub(crate) struct SchedEventOnDrop {
     event: &'static str,
-    id: GreenId,
+    /// `None` when nothing listens at TRACE for the target.
+    id: Option<GreenId>,
 }
 
 impl SchedEventOnDrop {
+    /// `id` is asked only when something listens: a wake is the one event sent on every
+    /// request of a server, and the id lies on a cache line of the control block that
+    /// nothing else in a wake or a resume touches.
     #[inline]
-    pub(crate) fn new(event: &'static str, id: GreenId) -> SchedEventOnDrop {
-        SchedEventOnDrop { event, id }
+    pub(crate) fn new(event: &'static str, id: impl FnOnce() -> GreenId) -> SchedEventOnDrop {
+        let listening = tracing::enabled!(target: "greenrt::sched", tracing::Level::TRACE);
+        SchedEventOnDrop {
+            event,
+            id: listening.then(id),
+        }
     }
 }
 
 impl Drop for SchedEventOnDrop {
     #[inline]
     fn drop(&mut self) {
-        sched_event(self.event, self.id);
+        if let Some(id) = self.id {
+            sched_event(self.event, id);
+        }
     }
 }
 
