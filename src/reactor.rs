@@ -122,7 +122,14 @@ mod io_sync {
 /// that every dispatched event advances. An I/O attempt takes a [`Snapshot`] before its
 /// syscall; clearing readiness afterwards succeeds only if no event arrived since, so a
 /// clear never erases an event the attempt did not see (tokio's scheme).
+///
+/// Laid out for a server with many connections, where each one's registration is cold
+/// when its event comes: the word and the readers' waiters fill the first cache line,
+/// which is all that a read's wait and its dispatch touch, and the writers' waiters the
+/// second (a response that fits the socket buffer never waits). Aligned, so that no
+/// other allocation shares those lines, and the dispatch's two prefetches cover it.
 #[derive(Default)]
+#[repr(C, align(64))]
 pub(crate) struct ScheduledIo {
     readiness: io_sync::AtomicUsize,
     readers: io_sync::Mutex<Waiters>,
@@ -153,7 +160,7 @@ pub(crate) enum Waiter<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct WaiterKey {
     /// Index and ticket of the entry, once registered.
-    entry: Option<(usize, u64)>,
+    entry: Option<(u32, u64)>,
     armed: bool,
 }
 
@@ -167,32 +174,61 @@ impl WaiterKey {
 /// The waiters of one direction.
 ///
 /// Keyed entries are indexed from 0: entry 0 lives inline (`first`), the others in
-/// `more`, and the free ones are chained through their `next_free`. A connection's
+/// [`Extra::more`], and the free ones are chained through their `next`. A connection's
 /// green thread waits with one keyed entry at a time, so its every wait touches only
-/// this struct: no separate allocation, which at thousands of connections would be one
-/// more cold cache line per wait.
-#[derive(Default)]
+/// this struct, and this struct shares its cache line with the readiness word (see
+/// [`ScheduledIo`]): no separate allocation, which at thousands of connections would
+/// be one more cold line per wait. Hence 48 bytes, and the `AsyncRead`/`AsyncWrite`
+/// slot and the entries past the first behind one pointer.
 struct Waiters {
-    slot: Option<Waker>,
-    /// Keyed entry 0. An entry with a waker is allocated (to the key holding its
-    /// ticket); one without is free, and on the free list.
+    /// Keyed entry 0.
     first: KeyedEntry,
-    /// Keyed entries 1 and up.
-    more: Vec<KeyedEntry>,
-    /// How many keyed entries exist (were ever allocated): indices `0..created`.
-    created: usize,
-    /// The first free entry's index, if any; each free entry names the next.
-    free_head: Option<usize>,
     /// The ticket the next allocated entry gets (never reused: a u64 does not wrap).
     next_ticket: u64,
+    /// How many keyed entries exist (were ever allocated): indices `0..created`.
+    created: u32,
+    /// The first free entry's index, or [`NO_ENTRY`]; each free entry names the next.
+    free_head: u32,
+    /// Allocated the first time the slot or a second keyed entry is needed.
+    extra: Option<Box<Extra>>,
 }
 
+impl Default for Waiters {
+    fn default() -> Waiters {
+        Waiters {
+            first: KeyedEntry::default(),
+            next_ticket: 0,
+            created: 0,
+            free_head: NO_ENTRY,
+            extra: None,
+        }
+    }
+}
+
+/// The rarely needed part of [`Waiters`].
 #[derive(Default)]
-struct KeyedEntry {
-    ticket: u64,
-    waker: Option<Waker>,
-    /// While free: the next free entry's index.
-    next_free: Option<usize>,
+struct Extra {
+    /// The `AsyncRead`/`AsyncWrite` slot.
+    slot: Option<Waker>,
+    /// Keyed entries 1 and up.
+    more: Vec<KeyedEntry>,
+}
+
+/// The end of a free list.
+const NO_ENTRY: u32 = u32::MAX;
+
+/// A keyed entry: 24 bytes (`Free` fits beside `Waker`'s non-null vtable pointer).
+enum KeyedEntry {
+    /// Allocated to the key holding `ticket`, whose waker it keeps for the next dispatch.
+    Held { ticket: u64, waker: Waker },
+    /// On the free list, before `next` (or [`NO_ENTRY`]).
+    Free { next: u32 },
+}
+
+impl Default for KeyedEntry {
+    fn default() -> KeyedEntry {
+        KeyedEntry::Free { next: NO_ENTRY }
+    }
 }
 
 impl Waiters {
@@ -205,99 +241,134 @@ impl Waiters {
         waiter: Waiter<'a>,
         waker: &Waker,
     ) -> (Option<&'a mut WaiterKey>, Option<Waker>) {
-        let (entry, key) = match waiter {
-            Waiter::Slot => (&mut self.slot, None),
-            Waiter::Keyed(key) => (self.keyed_entry(key), Some(key)),
-        };
-        let replaced = match entry {
-            Some(old) if old.will_wake(waker) => None,
-            _ => entry.replace(waker.clone()),
-        };
-        (key, replaced)
-    }
-
-    /// Keyed entry `index`, which exists (`index < created`).
-    fn entry(&mut self, index: usize) -> &mut KeyedEntry {
-        debug_assert!(index < self.created);
-        match index {
-            0 => &mut self.first,
-            _ => &mut self.more[index - 1],
+        match waiter {
+            Waiter::Slot => {
+                let slot = &mut self.extra.get_or_insert_with(Box::default).slot;
+                let replaced = match slot {
+                    Some(old) if old.will_wake(waker) => None,
+                    _ => slot.replace(waker.clone()),
+                };
+                (None, replaced)
+            }
+            Waiter::Keyed(key) => {
+                let replaced = self.register_keyed(key, waker);
+                (Some(key), replaced)
+            }
         }
     }
 
-    /// The waker of `key`'s entry: the one it holds, or a newly allocated one.
-    fn keyed_entry(&mut self, key: &mut WaiterKey) -> &mut Option<Waker> {
-        let held = key.entry.filter(|&(index, ticket)| {
-            let entry = self.entry(index);
-            entry.ticket == ticket && entry.waker.is_some()
-        });
-        let index = match held {
-            Some((index, _)) => index,
-            None => {
-                let index = match self.free_head {
-                    Some(index) => {
-                        self.free_head = self.entry(index).next_free.take();
-                        index
-                    }
-                    None => {
-                        if self.created > 0 {
-                            self.more.push(KeyedEntry::default());
-                        }
-                        self.created += 1;
-                        self.created - 1
-                    }
+    /// Keyed entry `index`, which exists (`index < created`).
+    fn entry(&mut self, index: u32) -> &mut KeyedEntry {
+        debug_assert!(index < self.created);
+        match index {
+            0 => &mut self.first,
+            _ => {
+                let extra = self.extra.as_mut().expect("entries past the first exist");
+                &mut extra.more[index as usize - 1]
+            }
+        }
+    }
+
+    /// Puts `waker` in `key`'s entry: the one it holds, or a newly allocated one.
+    fn register_keyed(&mut self, key: &mut WaiterKey, waker: &Waker) -> Option<Waker> {
+        if let Some((index, ticket)) = key.entry {
+            if let KeyedEntry::Held {
+                ticket: held,
+                waker: old,
+            } = self.entry(index)
+            {
+                if *held == ticket {
+                    return match old.will_wake(waker) {
+                        true => None,
+                        false => Some(std::mem::replace(old, waker.clone())),
+                    };
+                }
+            }
+        }
+        let index = match self.free_head {
+            NO_ENTRY => {
+                let index = self.created;
+                assert!(index < NO_ENTRY, "over 4 billion waiters on one socket");
+                if index > 0 {
+                    let extra = self.extra.get_or_insert_with(Box::default);
+                    extra.more.push(KeyedEntry::default());
+                }
+                self.created += 1;
+                index
+            }
+            index => {
+                let KeyedEntry::Free { next } = *self.entry(index) else {
+                    unreachable!("the free list holds only free entries");
                 };
-                self.next_ticket += 1;
-                let ticket = self.next_ticket;
-                self.entry(index).ticket = ticket;
-                key.entry = Some((index, ticket));
+                self.free_head = next;
                 index
             }
         };
-        &mut self.entry(index).waker
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        *self.entry(index) = KeyedEntry::Held {
+            ticket,
+            waker: waker.clone(),
+        };
+        key.entry = Some((index, ticket));
+        None
     }
 
-    /// Puts entry `index`, whose waker was just taken, on the free list.
-    fn free(&mut self, index: usize) {
-        let next = self.free_head.replace(index);
-        self.entry(index).next_free = next;
+    /// Frees entry `index`, returning its waker, if it is allocated.
+    fn free(&mut self, index: u32) -> Option<Waker> {
+        if !matches!(self.entry(index), KeyedEntry::Held { .. }) {
+            return None;
+        }
+        let next = self.free_head;
+        let KeyedEntry::Held { waker, .. } =
+            std::mem::replace(self.entry(index), KeyedEntry::Free { next })
+        else {
+            unreachable!("checked above");
+        };
+        self.free_head = index;
+        Some(waker)
     }
 
     /// Frees `key`'s entry if it still holds it, returning its waker.
     fn remove(&mut self, key: &mut WaiterKey) -> Option<Waker> {
         let (index, ticket) = key.entry.take()?;
-        let entry = self.entry(index);
-        if entry.ticket != ticket {
-            return None;
+        match self.entry(index) {
+            KeyedEntry::Held { ticket: held, .. } if *held == ticket => self.free(index),
+            _ => None,
         }
-        let waker = entry.waker.take()?;
-        self.free(index);
-        Some(waker)
     }
 
     /// Takes every waker and frees every keyed entry (see [`WaiterKey`]).
     fn take_all(&mut self, wake: &mut Vec<Waker>) {
-        wake.extend(self.slot.take());
-        for index in 0..self.created {
-            if let Some(waker) = self.entry(index).waker.take() {
-                wake.push(waker);
-                self.free(index);
-            }
+        if let Some(extra) = &mut self.extra {
+            wake.extend(extra.slot.take());
         }
+        for index in 0..self.created {
+            wake.extend(self.free(index));
+        }
+    }
+
+    /// Whether entry `index` is allocated (for tests).
+    #[cfg(test)]
+    fn is_held(&mut self, index: u32) -> bool {
+        matches!(self.entry(index), KeyedEntry::Held { .. })
     }
 
     /// The free list, head first (for tests: a cycle, a double free, shows as a list
     /// longer than the entries).
     #[cfg(test)]
-    fn free_list(&mut self) -> Vec<usize> {
+    fn free_list(&mut self) -> Vec<u32> {
         let mut list = Vec::new();
         let mut next = self.free_head;
-        while let Some(index) = next {
-            list.push(index);
-            if list.len() > self.created {
+        while next != NO_ENTRY {
+            list.push(next);
+            if list.len() > self.created as usize {
                 break;
             }
-            next = self.entry(index).next_free;
+            next = match *self.entry(next) {
+                KeyedEntry::Free { next } => next,
+                KeyedEntry::Held { .. } => break,
+            };
         }
         list
     }
@@ -691,6 +762,18 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn a_read_wait_touches_one_cache_line() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(size_of::<KeyedEntry>(), 24);
+        assert_eq!(size_of::<Waiters>(), 48);
+        assert!(
+            offset_of!(ScheduledIo, readers) + size_of::<Mutex<Waiters>>() <= 64,
+            "the readiness word and the readers' waiters must share the first line"
+        );
+        assert_eq!(size_of::<ScheduledIo>(), 128);
+    }
     use std::task::Wake;
 
     #[test]
@@ -834,7 +917,7 @@ mod tests {
         assert_eq!(wake.len(), 1);
         {
             let mut readers = lock(&io.readers);
-            assert!(readers.entry(first.0).waker.is_none());
+            assert!(!readers.is_held(first.0));
             assert_eq!(
                 readers.free_list(),
                 vec![first.0],
@@ -1219,10 +1302,16 @@ mod loom_model {
     fn assert_settled(io: &ScheduledIo, flags: &[&Arc<Flag>]) {
         {
             let mut readers = io_sync::lock(&io.readers);
-            assert!(readers.slot.is_none(), "the slot was never used");
+            assert!(
+                readers
+                    .extra
+                    .as_ref()
+                    .is_none_or(|extra| extra.slot.is_none()),
+                "the slot was never used"
+            );
             for index in 0..readers.created {
                 assert!(
-                    readers.entry(index).waker.is_none(),
+                    !readers.is_held(index),
                     "entry {index} is still allocated after every wait ended (leaked)"
                 );
             }
@@ -1231,7 +1320,7 @@ mod loom_model {
             free.sort_unstable();
             let distinct = free.windows(2).all(|pair| pair[0] != pair[1]);
             assert!(
-                distinct && listed.len() <= readers.created,
+                distinct && listed.len() <= readers.created as usize,
                 "an entry was freed twice: free list = {listed:?}"
             );
             assert_eq!(
