@@ -36,9 +36,14 @@
 //! clears the readable/writable bit the same way, and an attempt that finds its
 //! direction not ready waits without a syscall: one `recv` per request on a keep-alive
 //! connection instead of three. Waiters are woken all at once (several green threads
-//! may accept on one listener); each retries its own syscall. No lost wake-up: dispatch
-//! updates the word (SeqCst) *before* it locks the waiters, and a waiter registers
-//! under that lock *before* it reads the word again ([`ScheduledIo::poll_ready`]).
+//! may accept on one listener); each retries its own syscall. No lost wake-up: a waiter
+//! registers under its direction's lock, then sets that direction's *waiting* bit in the
+//! word with one read-modify-write that also reads the readiness; a dispatch updates the
+//! word with one read-modify-write too, clearing the waiting bit, and locks and takes the
+//! waiters only if the bit was set. Both steps are on one word, so one comes first:
+//! either the waiter sees the event's bits, or the dispatch sees the waiter's bit and
+//! takes its waker ([`ScheduledIo::poll_ready`]). An event on a connection that nobody
+//! waits to write to thus leaves the writers alone.
 //!
 //! Waiters, per direction: one *slot* for `AsyncRead`/`AsyncWrite` (each poll replaces
 //! the waker, like tokio: only the last poller of a direction is woken) and *keyed*
@@ -75,6 +80,13 @@ const ERROR: u8 = 16;
 /// `WouldBlock`, finds the reactor closed and returns that error instead of waiting
 /// for events that nobody will dispatch any more.
 const SHUTDOWN: u8 = 32;
+/// Set by a waiter of the direction once it has registered, cleared by the dispatch
+/// that takes that direction's waiters: a dispatch that finds its direction's bit clear
+/// has no waiter to take and leaves that direction's lock, and its cache line, alone.
+/// (An event reports every direction that is ready, so without these bits each event
+/// on a connection would lock its writers too, though a response never waits.)
+const READ_WAITING: u8 = 64;
+const WRITE_WAITING: u8 = 128;
 
 /// Which side of a socket an operation waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +100,13 @@ impl Direction {
         match self {
             Direction::Read => READABLE | READ_CLOSED | ERROR | SHUTDOWN,
             Direction::Write => WRITABLE | WRITE_CLOSED | ERROR | SHUTDOWN,
+        }
+    }
+
+    fn waiting(self) -> u8 {
+        match self {
+            Direction::Read => READ_WAITING,
+            Direction::Write => WRITE_WAITING,
         }
     }
 }
@@ -118,7 +137,7 @@ mod io_sync {
 
 /// Readiness and waiters of one registered file descriptor.
 ///
-/// `readiness` is one word: the readiness bits in the low byte, and above them a tick
+/// `readiness` is one word: the readiness and waiting bits in the low byte, and above them a tick
 /// that every dispatched event advances. An I/O attempt takes a [`Snapshot`] before its
 /// syscall; clearing readiness afterwards succeeds only if no event arrived since, so a
 /// clear never erases an event the attempt did not see (tokio's scheme).
@@ -153,8 +172,9 @@ pub(crate) enum Waiter<'a> {
 /// The owner tells the two apart without the lock ([`ScheduledIo::release_waiter`]):
 /// `armed` says the last registration's recheck found the direction not ready, and only
 /// a dispatch sets readiness bits, so bits seen set later mean a dispatch updated the
-/// word after that recheck, and that dispatch locks the waiters after our registration
-/// and takes our entry (or has taken it). Otherwise the owner locks and frees the entry,
+/// word after that recheck. The first such dispatch found the waiting bit that the
+/// recheck set, so it locks the waiters after our registration and takes our entry (or
+/// has taken it). Otherwise the owner locks and frees the entry,
 /// if it is still its own: the ticket tells an entry that a dispatch freed and another
 /// waiter was given since.
 #[derive(Debug, Default)]
@@ -419,16 +439,25 @@ impl ScheduledIo {
         self.clear_if_unchanged(seen, bit);
     }
 
+    /// Clears `mask` unless an event arrived since `seen` (the tick or the readiness
+    /// changed). A waiter announcing itself since (its waiting bit) is no event: the
+    /// clear goes ahead and keeps that bit.
     fn clear_if_unchanged(&self, seen: Snapshot, mask: u8) -> bool {
         let mask = mask & !SHUTDOWN;
-        self.readiness
-            .compare_exchange(
-                seen.0,
-                seen.0 & !(mask as usize),
+        let waiting = (READ_WAITING | WRITE_WAITING) as usize;
+        let mut expected = seen.0;
+        loop {
+            match self.readiness.compare_exchange(
+                expected,
+                expected & !(mask as usize),
                 Ordering::SeqCst,
                 Ordering::SeqCst,
-            )
-            .is_ok()
+            ) {
+                Ok(_) => return true,
+                Err(now) if now & !waiting == seen.0 & !waiting => expected = now,
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Ready when `direction` has readiness; else registers the waker as `waiter`.
@@ -442,11 +471,20 @@ impl ScheduledIo {
         if self.snapshot().is_ready(direction) {
             return TaskPoll::Ready(());
         }
-        let (key, replaced) = io_sync::lock(self.waiters(direction)).register(waiter, cx.waker());
+        let (key, replaced, seen) = {
+            let mut waiters = io_sync::lock(self.waiters(direction));
+            let (key, replaced) = waiters.register(waiter, cx.waker());
+            // Announce the waiter and read the word in one step. The dispatch's step on
+            // the word is ordered against it: either the dispatch came first and we see
+            // its bits here, or it finds our bit and takes our waker (it locks after we
+            // unlock).
+            let seen = self
+                .readiness
+                .fetch_or(direction.waiting() as usize, Ordering::SeqCst);
+            (key, replaced, Snapshot(seen))
+        };
         drop(replaced);
-        // Dispatch sets the bits before it takes the waiters: either it saw our waker
-        // (it locked after us) or we see its bits here.
-        let ready = self.snapshot().is_ready(direction);
+        let ready = seen.is_ready(direction);
         if let Some(key) = key {
             key.armed = !ready;
         }
@@ -476,15 +514,23 @@ impl ScheduledIo {
     fn set(&self, bits: u8, wake: &mut Vec<Waker>) {
         // Advance the tick even when the bits are already set: an attempt that saw the
         // old word must not clear this event.
-        let _ = self
+        // It takes the waiters of each direction the event is for, so it clears their
+        // waiting bits, and locks only where a waiter had announced itself.
+        let taken = [Direction::Read, Direction::Write]
+            .into_iter()
+            .filter(|direction| bits & direction.mask() != 0)
+            .fold(0, |taken, direction| taken | direction.waiting());
+        let before = self
             .readiness
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
-                Some((word & !BITS).wrapping_add(TICK) | (word & BITS) | bits as usize)
-            });
-        if bits & Direction::Read.mask() != 0 {
+                let kept = word & BITS & !(taken as usize);
+                Some((word & !BITS).wrapping_add(TICK) | kept | bits as usize)
+            })
+            .unwrap_or_else(|word| word);
+        if before & (taken & READ_WAITING) as usize != 0 {
             io_sync::lock(&self.readers).take_all(wake);
         }
-        if bits & Direction::Write.mask() != 0 {
+        if before & (taken & WRITE_WAITING) as usize != 0 {
             io_sync::lock(&self.writers).take_all(wake);
         }
     }
@@ -762,6 +808,56 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::sync::atomic::AtomicBool;
+
+    /// An event reports every ready direction, but a dispatch locks only the waiters
+    /// of a direction somebody waits on: here the writers' lock is held throughout,
+    /// and a dispatch that tried to take it would block until the test gave up.
+    #[test]
+    fn an_event_leaves_a_direction_without_waiters_alone() {
+        let io = Arc::new(ScheduledIo::default());
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut key = WaiterKey::default();
+        assert!(io
+            .poll_ready(
+                Direction::Read,
+                Waiter::Keyed(&mut key),
+                &mut Context::from_waker(&waker)
+            )
+            .is_pending());
+        let writers = lock(&io.writers);
+        let (done, dispatched) = std::sync::mpsc::channel();
+        let dispatcher = {
+            let io = io.clone();
+            std::thread::spawn(move || {
+                let mut wake = Vec::new();
+                io.set(READABLE | WRITABLE, &mut wake);
+                done.send(wake.len()).unwrap();
+            })
+        };
+        let woken = dispatched
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the dispatch waited for the writers' lock, though no writer waits");
+        assert_eq!(woken, 1, "the reader's waker was taken");
+        drop(writers);
+        dispatcher.join().unwrap();
+        // A writer that waits now is announced, and the next event takes it.
+        let mut writer = WaiterKey::default();
+        let seen = io.snapshot();
+        assert!(io.clear_would_block(seen, Direction::Write));
+        assert!(io
+            .poll_ready(
+                Direction::Write,
+                Waiter::Keyed(&mut writer),
+                &mut Context::from_waker(&waker)
+            )
+            .is_pending());
+        let mut wake = Vec::new();
+        io.set(WRITABLE, &mut wake);
+        assert_eq!(wake.len(), 1, "the writer's waker was taken");
+        io.release_waiter(Direction::Read, &mut key);
+        io.release_waiter(Direction::Write, &mut writer);
+    }
 
     #[test]
     fn a_read_wait_touches_one_cache_line() {
@@ -1496,8 +1592,9 @@ mod loom_model {
                     let seen = io.snapshot();
                     let did_clear = seen.is_ready(Direction::Read);
                     if did_clear {
-                        // Only the one dispatch writes the word besides us, and it
-                        // already has: nothing can have changed since `seen`.
+                        // Only the one dispatch writes readiness besides us, and it
+                        // already has: no event can have come since `seen` (A's
+                        // waiting bit may have, which a clear ignores).
                         assert!(io.clear_would_block(seen, Direction::Read));
                     }
                     cleared.raise();

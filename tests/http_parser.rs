@@ -93,7 +93,11 @@ fn the_answer_matches_keep_alive() {
 fn a_content_length_is_digits_that_fit() {
     for value in ["", "+5", "-1", "5 5", "0x10", "99999999999999999999999"] {
         let req = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
-        assert_eq!(parse(req.as_bytes()), Parsed::Bad, "Content-Length: {value:?}");
+        assert_eq!(
+            parse(req.as_bytes()),
+            Parsed::Bad,
+            "Content-Length: {value:?}"
+        );
     }
     let padded = b"POST / HTTP/1.1\r\nContent-Length: \t 2 \r\n\r\nok";
     assert_eq!(parse(padded), request(padded.len(), true));
