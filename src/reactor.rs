@@ -145,14 +145,24 @@ mod io_sync {
 /// Laid out for a server with many connections, where each one's registration is cold
 /// when its event comes: the word and the readers' waiters fill the first cache line,
 /// which is all that a read's wait and its dispatch touch, and the writers' waiters the
-/// second (a response that fits the socket buffer never waits). Aligned, so that no
-/// other allocation shares those lines, and the dispatch's two prefetches cover it.
+/// second (a response that fits the socket buffer never waits), and where it is
+/// registered, which only its deregistration reads, the rest. Aligned, so that no other
+/// allocation shares those lines, and the dispatch's two prefetches cover the first two.
 #[derive(Default)]
 #[repr(C, align(64))]
 pub(crate) struct ScheduledIo {
     readiness: io_sync::AtomicUsize,
     readers: io_sync::Mutex<Waiters>,
     writers: io_sync::Mutex<Waiters>,
+    /// `None` only in unit tests, which use a `ScheduledIo` without a reactor.
+    registered_at: Option<RegisteredAt>,
+}
+
+/// Where a [`ScheduledIo`] is registered.
+struct RegisteredAt {
+    reactor: Arc<Reactor>,
+    token: usize,
+    fd: RawFd,
 }
 
 /// How a waiter is registered (see the module docs).
@@ -420,6 +430,12 @@ impl ScheduledIo {
         Snapshot(self.readiness.load(Ordering::SeqCst))
     }
 
+    /// Whether the reactor it is registered with has closed: its runtime shut down
+    /// (see [`SHUTDOWN`]), so nothing will report its readiness any more.
+    pub(crate) fn reactor_closed(&self) -> bool {
+        self.snapshot().0 & SHUTDOWN as usize != 0
+    }
+
     /// After an attempt that started at `seen` returned `WouldBlock`: clears all of
     /// `direction`'s bits. Returns false, clearing nothing, when an event arrived since
     /// `seen` (the caller then retries the syscall instead of waiting).
@@ -603,19 +619,22 @@ impl Reactor {
 
     /// Registers `fd` for read and write readiness (edge-triggered).
     pub(crate) fn register(self: &Arc<Self>, fd: RawFd) -> io::Result<Registration> {
-        let io = Arc::new(ScheduledIo::default());
-        let token = {
+        let (token, io) = {
             let mut slab = lock(&self.slab);
-            match slab.free.pop() {
-                Some(index) => {
-                    slab.slots[index] = Some(io.clone());
-                    index
-                }
-                None => {
-                    slab.slots.push(Some(io.clone()));
-                    slab.slots.len() - 1
-                }
+            let token = slab.free.pop().unwrap_or(slab.slots.len());
+            let io = Arc::new(ScheduledIo {
+                registered_at: Some(RegisteredAt {
+                    reactor: self.clone(),
+                    token,
+                    fd,
+                }),
+                ..ScheduledIo::default()
+            });
+            match slab.slots.get_mut(token) {
+                Some(slot) => *slot = Some(io.clone()),
+                None => slab.slots.push(Some(io.clone())),
             }
+            (token, io)
         };
         // Registered while the reactor closes: either `close` locked the slab after our
         // insert and marks this one too, or its store of `closed` is seen here.
@@ -632,12 +651,7 @@ impl Reactor {
             return Err(error);
         }
         self.registered.fetch_add(1, Ordering::Relaxed);
-        Ok(Registration {
-            reactor: self.clone(),
-            token,
-            fd,
-            io,
-        })
+        Ok(Registration { io })
     }
 
     fn release(&self, token: usize) {
@@ -766,27 +780,23 @@ impl Reactor {
     }
 }
 
-/// A file descriptor registered with a reactor; deregisters on drop.
+/// A file descriptor registered with a reactor; deregisters on drop. One pointer: it
+/// sits in every socket, on the stack of every connection's green thread.
 pub(crate) struct Registration {
-    reactor: Arc<Reactor>,
-    token: usize,
-    fd: RawFd,
     pub(crate) io: Arc<ScheduledIo>,
-}
-
-impl Registration {
-    /// Whether the runtime this registration belongs to has shut down.
-    pub(crate) fn reactor_closed(&self) -> bool {
-        self.reactor.is_closed()
-    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        let at = self
+            .io
+            .registered_at
+            .as_ref()
+            .expect("a Registration is made only by Reactor::register");
         // The fd is still open here: its owner drops the registration first.
-        let _ = self.reactor.registry.deregister(&mut SourceFd(&self.fd));
-        self.reactor.release(self.token);
-        self.reactor.registered.fetch_sub(1, Ordering::Relaxed);
+        let _ = at.reactor.registry.deregister(&mut SourceFd(&at.fd));
+        at.reactor.release(at.token);
+        at.reactor.registered.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -868,7 +878,11 @@ mod tests {
             offset_of!(ScheduledIo, readers) + size_of::<Mutex<Waiters>>() <= 64,
             "the readiness word and the readers' waiters must share the first line"
         );
-        assert_eq!(size_of::<ScheduledIo>(), 128);
+        assert!(
+            offset_of!(ScheduledIo, writers) + size_of::<Mutex<Waiters>>() <= 128,
+            "the writers' waiters must fit the second line"
+        );
+        assert!(offset_of!(ScheduledIo, registered_at) >= offset_of!(ScheduledIo, writers));
     }
     use std::task::Wake;
 

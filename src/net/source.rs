@@ -87,7 +87,7 @@ impl<S: AsRawFd> Source<S> {
     /// shut down, nothing would ever report its readiness, so waiting is an error.
     fn registration(&self) -> io::Result<&Registration> {
         if let Some(registration) = self.registration.get() {
-            if registration.reactor_closed() {
+            if registration.io.reactor_closed() {
                 return Err(io::Error::other(
                     "this greenrt socket was first used in a runtime that has since shut \
                      down, and nothing polls that runtime's reactor any more: create the \
@@ -532,5 +532,18 @@ impl Timeout {
             0 => None,
             nanos => Some(Duration::from_nanos(nanos)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A stream's hot state (the registration, the fd, the timeouts) fits one cache line.
+    #[test]
+    fn a_stream_is_one_cache_line() {
+        use std::mem::{align_of, size_of};
+        assert!(size_of::<super::Source<mio::net::TcpStream>>() <= 48);
+        assert_eq!(size_of::<crate::net::TcpStream>(), 64);
+        assert_eq!(align_of::<crate::net::TcpStream>(), 64);
+        assert_eq!(size_of::<crate::net::UnixStream>(), 64);
     }
 }

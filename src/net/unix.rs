@@ -20,6 +20,9 @@ pub struct UnixListener {
 
 /// A Unix domain stream; like [`TcpStream`](super::TcpStream) for green, async and
 /// plain callers.
+// One cache line, aligned: a connection's green thread keeps its stream on its own
+// stack, and every read and write reads the timeout, the registration and the fd.
+#[repr(align(64))]
 pub struct UnixStream {
     inner: Source<mio::net::UnixStream>,
     read_timeout: Timeout,
