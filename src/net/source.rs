@@ -541,9 +541,17 @@ mod tests {
     #[test]
     fn a_stream_is_one_cache_line() {
         use std::mem::{align_of, size_of};
-        assert!(size_of::<super::Source<mio::net::TcpStream>>() <= 48);
-        assert_eq!(size_of::<crate::net::TcpStream>(), 64);
+        use std::os::fd::RawFd;
+        // mio's sockets carry a selector id in debug builds (16 bytes, not 4): what we
+        // add around the socket must leave a release build's stream within one line.
+        let mio_debug = size_of::<mio::net::TcpStream>() - size_of::<RawFd>();
+        let source = size_of::<super::Source<mio::net::TcpStream>>();
+        assert!(source - mio_debug <= 48, "Source is {source} bytes");
         assert_eq!(align_of::<crate::net::TcpStream>(), 64);
-        assert_eq!(size_of::<crate::net::UnixStream>(), 64);
+        assert_eq!(align_of::<crate::net::UnixStream>(), 64);
+        if mio_debug == 0 {
+            assert_eq!(size_of::<crate::net::TcpStream>(), 64);
+            assert_eq!(size_of::<crate::net::UnixStream>(), 64);
+        }
     }
 }
