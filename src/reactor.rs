@@ -266,6 +266,7 @@ impl Waiters {
     /// the waker it replaced, which the caller drops after unlocking (dropping a waker
     /// may run user code).
     #[must_use]
+    #[inline]
     fn register<'a>(
         &mut self,
         waiter: Waiter<'a>,
@@ -300,6 +301,7 @@ impl Waiters {
     }
 
     /// Puts `waker` in `key`'s entry: the one it holds, or a newly allocated one.
+    #[inline]
     fn register_keyed(&mut self, key: &mut WaiterKey, waker: &Waker) -> Option<Waker> {
         if let Some((index, ticket)) = key.entry {
             if let KeyedEntry::Held {
@@ -477,7 +479,9 @@ impl ScheduledIo {
     }
 
     /// Ready when `direction` has readiness; else registers the waker as `waiter`.
-    /// Does not clear.
+    /// Does not clear. Inlined: a green thread's wait calls it from the I/O loop, and a
+    /// frame of its own was one more stack line per connection.
+    #[inline]
     pub(crate) fn poll_ready(
         &self,
         direction: Direction,
