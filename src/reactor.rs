@@ -137,10 +137,11 @@ mod io_sync {
 
 /// Readiness and waiters of one registered file descriptor.
 ///
-/// `readiness` is one word: the readiness and waiting bits in the low byte, and above them a tick
-/// that every dispatched event advances. An I/O attempt takes a [`Snapshot`] before its
-/// syscall; clearing readiness afterwards succeeds only if no event arrived since, so a
-/// clear never erases an event the attempt did not see (tokio's scheme).
+/// `readiness` is one word: the readiness and waiting bits in the low byte, and above
+/// them a tick that every dispatched event advances. An I/O attempt takes a
+/// [`Snapshot`] before its syscall; clearing readiness afterwards succeeds only if no
+/// event arrived since, so a clear never erases an event the attempt did not see
+/// (tokio's scheme).
 ///
 /// Laid out for a server with many connections, where each one's registration is cold
 /// when its event comes: the word and the readers' waiters fill the first cache line,
@@ -184,9 +185,9 @@ pub(crate) enum Waiter<'a> {
 /// a dispatch sets readiness bits, so bits seen set later mean a dispatch updated the
 /// word after that recheck. The first such dispatch found the waiting bit that the
 /// recheck set, so it locks the waiters after our registration and takes our entry (or
-/// has taken it). Otherwise the owner locks and frees the entry,
-/// if it is still its own: the ticket tells an entry that a dispatch freed and another
-/// waiter was given since.
+/// has taken it). Otherwise the owner locks and frees the entry, if it is still its
+/// own: the ticket tells an entry that a dispatch freed and another waiter was given
+/// since.
 #[derive(Debug, Default)]
 pub(crate) struct WaiterKey {
     /// Index and ticket of the entry, once registered.
@@ -310,10 +311,10 @@ impl Waiters {
             } = self.entry(index)
             {
                 if *held == ticket {
-                    return match old.will_wake(waker) {
-                        true => None,
-                        false => Some(std::mem::replace(old, waker.clone())),
-                    };
+                    if old.will_wake(waker) {
+                        return None;
+                    }
+                    return Some(std::mem::replace(old, waker.clone()));
                 }
             }
         }
@@ -532,14 +533,14 @@ impl ScheduledIo {
     }
 
     fn set(&self, bits: u8, wake: &mut Vec<Waker>) {
-        // Advance the tick even when the bits are already set: an attempt that saw the
-        // old word must not clear this event.
         // It takes the waiters of each direction the event is for, so it clears their
         // waiting bits, and locks only where a waiter had announced itself.
         let taken = [Direction::Read, Direction::Write]
             .into_iter()
             .filter(|direction| bits & direction.mask() != 0)
             .fold(0, |taken, direction| taken | direction.waiting());
+        // Advance the tick even when the bits are already set: an attempt that saw the
+        // old word must not clear this event.
         let before = self
             .readiness
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
@@ -822,6 +823,7 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::sync::atomic::AtomicBool;
+    use std::task::Wake;
 
     /// An event reports every ready direction, but a dispatch locks only the waiters
     /// of a direction somebody waits on: here the writers' lock is held throughout,
@@ -873,6 +875,7 @@ mod tests {
         io.release_waiter(Direction::Write, &mut writer);
     }
 
+    /// The layout [`ScheduledIo`]'s docs describe.
     #[test]
     fn a_read_wait_touches_one_cache_line() {
         use std::mem::{offset_of, size_of};
@@ -888,7 +891,6 @@ mod tests {
         );
         assert!(offset_of!(ScheduledIo, registered_at) >= offset_of!(ScheduledIo, writers));
     }
-    use std::task::Wake;
 
     #[test]
     fn a_clear_never_erases_an_event_the_attempt_did_not_see() {

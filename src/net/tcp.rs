@@ -315,7 +315,8 @@ fn connected(stream: &mio::net::TcpStream) -> io::Result<()> {
 #[inline]
 fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call, and
-    // recv writes at most that many; a stale or foreign `fd` is an error, not UB.
+    // recv writes at most that many; `fd` is the borrowed stream's socket, open for as
+    // long as the borrow lasts.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
@@ -324,8 +325,8 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// is an `EPIPE` error, not a `SIGPIPE`); see [`recv`].
 #[inline]
 fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call; a stale
-    // or foreign `fd` is an error, not UB.
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call; `fd` is
+    // the borrowed stream's socket, open for as long as the borrow lasts.
     let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
