@@ -833,14 +833,13 @@ mod tests {
         let io = Arc::new(ScheduledIo::default());
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
+        let waits = |direction, key: &mut WaiterKey| {
+            let mut cx = Context::from_waker(&waker);
+            io.poll_ready(direction, Waiter::Keyed(key), &mut cx)
+                .is_pending()
+        };
         let mut key = WaiterKey::default();
-        assert!(io
-            .poll_ready(
-                Direction::Read,
-                Waiter::Keyed(&mut key),
-                &mut Context::from_waker(&waker)
-            )
-            .is_pending());
+        assert!(waits(Direction::Read, &mut key));
         let writers = lock(&io.writers);
         let (done, dispatched) = std::sync::mpsc::channel();
         let dispatcher = {
@@ -861,13 +860,7 @@ mod tests {
         let mut writer = WaiterKey::default();
         let seen = io.snapshot();
         assert!(io.clear_would_block(seen, Direction::Write));
-        assert!(io
-            .poll_ready(
-                Direction::Write,
-                Waiter::Keyed(&mut writer),
-                &mut Context::from_waker(&waker)
-            )
-            .is_pending());
+        assert!(waits(Direction::Write, &mut writer));
         let mut wake = Vec::new();
         io.set(WRITABLE, &mut wake);
         assert_eq!(wake.len(), 1, "the writer's waker was taken");
